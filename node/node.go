@@ -1,0 +1,170 @@
+package node
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/aerie-social/aerie/node/sqlite"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Node is one running Aerie: its databases, components and HTTP listener.
+type Node struct {
+	cfg     Config
+	version string
+	log     *slog.Logger
+
+	lock *os.File
+	db   *sqlite.DB
+	ln   net.Listener
+	http *http.Server
+}
+
+// New opens the data directory, migrates the service database and binds the listener, so
+// that a port or disk problem fails here, before anything runs. It starts no goroutine.
+// On error it closes whatever it had opened.
+func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	n := &Node{cfg: cfg, version: version, log: log}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if n.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	migrations, _ := fs.Sub(migrationFiles, "migrations")
+	n.db, err = sqlite.Open(ctx, filepath.Join(cfg.DataDir, "aerie.sqlite"), sqlite.Options{
+		Synchronous: cfg.DB.Synchronous,
+		Migrations:  migrations,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.recordStart(ctx); err != nil {
+		return nil, err
+	}
+	n.http = &http.Server{
+		Handler:           n.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if n.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return n, nil
+}
+
+// Addr returns the address the node's HTTP server listens on (useful when Listen had port 0).
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// PublicURL is the base URL other servers and clients use to reach this node: the real
+// listening address for a localhost node, https://hostname otherwise.
+func (n *Node) PublicURL() string {
+	if n.cfg.IsLocal() {
+		return "http://" + n.ln.Addr().String()
+	}
+	return "https://" + n.cfg.Hostname
+}
+
+// Run serves until ctx ends, then shuts down gracefully: in-flight requests get
+// http.shutdown_timeout to finish and every database is closed. It returns nil after a clean
+// shutdown.
+func (n *Node) Run(ctx context.Context) error {
+	n.log.Info("listening", "addr", n.ln.Addr().String(), "url", n.PublicURL(),
+		"version", n.version, "data_dir", n.cfg.DataDir, "hostname", n.cfg.Hostname)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.serveHTTP(ctx) })
+	err := g.Wait()
+	n.log.Info("stopped")
+	return errors.Join(err, n.close())
+}
+
+func (n *Node) serveHTTP(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- n.http.Serve(n.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	n.log.Info("shutting down", "timeout", n.cfg.HTTP.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(n.cfg.HTTP.ShutdownTimeout))
+	defer cancel()
+	err := n.http.Shutdown(sctx)
+	<-errc // Serve returns ErrServerClosed once Shutdown starts
+	if err != nil {
+		n.http.Close()
+		return fmt.Errorf("shut down http: %w", err)
+	}
+	return nil
+}
+
+// close releases everything New opened, in reverse order.
+func (n *Node) close() error {
+	var errs []error
+	if n.ln != nil {
+		// Run closes the listener through Shutdown; closing twice only reports "use of closed".
+		if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if n.db != nil {
+		errs = append(errs, n.db.Close())
+	}
+	if n.lock != nil {
+		errs = append(errs, n.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// recordStart notes in the service database when it was created and which version opened it.
+func (n *Node) recordStart(ctx context.Context) error {
+	now := time.Now().UTC().Format(time.RFC3339)
+	return n.db.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('created_at', ?) ON CONFLICT DO NOTHING`, now); err != nil {
+			return fmt.Errorf("record creation time: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('last_version', ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, n.version); err != nil {
+			return fmt.Errorf("record version: %w", err)
+		}
+		return nil
+	})
+}
+
+// lockDataDir takes an exclusive lock on the data directory, because two processes writing
+// the same SQLite files and blob folders would corrupt each other's view of the repos.
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "aerie.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open data dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another aerie process", dir)
+	}
+	return f, nil
+}

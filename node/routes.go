@@ -1,0 +1,47 @@
+package node
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/aerie-social/aerie/node/xrpc"
+)
+
+// routes builds the whole HTTP surface. Every route is registered here.
+func (n *Node) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(requestMiddleware(n.log), cors)
+
+	x := &xrpcMux{log: n.log, methods: map[string]xrpcMethod{}}
+	r.Get("/xrpc/_health", n.handleHealth)
+	r.Handle("/xrpc/{nsid}", x)
+
+	r.Get("/robots.txt", handleRobots)
+	r.Get("/", n.handleHome)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		xrpc.WriteError(w, http.StatusNotFound, "NotFound", "no such page")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		xrpc.WriteError(w, http.StatusMethodNotAllowed, "InvalidRequest", "method not allowed")
+	})
+	return r
+}
+
+func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
+	xrpc.WriteJSON(w, http.StatusOK, map[string]string{"version": n.version})
+}
+
+// handleRobots lets crawlers in, as the reference PDS does: everything public here is
+// public on the network anyway.
+func handleRobots(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("# Hello!\n\nUser-agent: *\nAllow: /\n"))
+}
+
+// handleHome is the landing text until the web UI serves "/".
+func (n *Node) handleHome(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("This is an AT Protocol Personal Data Server run by Aerie " + n.version + ".\n\n" +
+		"Most API routes are under /xrpc/\n"))
+}

@@ -1,0 +1,247 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Synchronous levels accepted by Options.Synchronous, as SQLite names them.
+const (
+	SyncOff    = "OFF"
+	SyncNormal = "NORMAL"
+	SyncFull   = "FULL"
+	SyncExtra  = "EXTRA"
+)
+
+// defaultReaders is enough parallel readers for two cores; more only adds open files.
+const defaultReaders = 4
+
+// defaultBusyTimeout covers a checkpoint or another process's backup holding the lock.
+const defaultBusyTimeout = 5 * time.Second
+
+// Options says how to open a database file. The zero value is valid: NORMAL durability,
+// four readers, no migrations.
+type Options struct {
+	// Synchronous is SQLite's synchronous pragma: OFF, NORMAL (default) or FULL/EXTRA.
+	// With WAL, NORMAL loses at most the last transactions on power loss, never on a crash.
+	Synchronous string
+	// Readers is the size of the read-only connection pool (default 4).
+	Readers int
+	// BusyTimeout is how long a statement waits for a lock held by another connection.
+	BusyTimeout time.Duration
+	// Migrations holds files named NNNN_what.sql at its root, applied in order once each.
+	Migrations fs.FS
+}
+
+// DB is one SQLite file with a single writer connection and a pool of readers.
+type DB struct {
+	path    string
+	writer  *sql.DB
+	readers *sql.DB
+}
+
+// Open opens (creating if needed) the SQLite file at path, applies our pragmas to every
+// connection and runs pending migrations. It returns ErrTooNew when the file's schema is
+// newer than the migrations this binary carries.
+func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
+	sync := strings.ToUpper(opts.Synchronous)
+	if sync == "" {
+		sync = SyncNormal
+	}
+	switch sync {
+	case SyncOff, SyncNormal, SyncFull, SyncExtra:
+	default:
+		return nil, fmt.Errorf("open %s: synchronous must be OFF, NORMAL, FULL or EXTRA, not %q", filePath, opts.Synchronous)
+	}
+	readers := opts.Readers
+	if readers <= 0 {
+		readers = defaultReaders
+	}
+	busy := opts.BusyTimeout
+	if busy <= 0 {
+		busy = defaultBusyTimeout
+	}
+	migrations, err := loadMigrations(opts.Migrations)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", filePath, err)
+	}
+
+	// busy_timeout goes first so that the journal_mode switch itself waits for a lock.
+	pragmas := url.Values{}
+	pragmas.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	pragmas.Add("_pragma", "journal_mode(WAL)")
+	pragmas.Add("_pragma", "synchronous("+sync+")")
+	pragmas.Add("_pragma", "foreign_keys(ON)")
+	writerDSN := "file:" + filePath + "?" + pragmas.Encode() + "&_txlock=immediate"
+	pragmas.Add("_pragma", "query_only(1)")
+	readerDSN := "file:" + filePath + "?" + pragmas.Encode()
+
+	w, err := sql.Open("sqlite", writerDSN)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", filePath, err)
+	}
+	// One writer: BEGIN IMMEDIATE on a single connection means our own writers queue in
+	// database/sql instead of spinning on SQLITE_BUSY.
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	db := &DB{path: filePath, writer: w}
+	if err := db.migrate(ctx, migrations); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", filePath, err)
+	}
+
+	r, err := sql.Open("sqlite", readerDSN)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", filePath, err)
+	}
+	r.SetMaxOpenConns(readers)
+	r.SetMaxIdleConns(readers)
+	r.SetConnMaxLifetime(0)
+	r.SetConnMaxIdleTime(0)
+	db.readers = r
+	return db, nil
+}
+
+// Path returns the file the DB was opened from.
+func (db *DB) Path() string { return db.path }
+
+// Write runs fn in an immediate transaction on the writer connection and commits it when fn
+// returns nil. An error from fn, or a panic, rolls the transaction back.
+func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin write: %w", mapError(err))
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			tx.Rollback()
+			panic(p)
+		}
+	}()
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return mapError(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", mapError(err))
+	}
+	return nil
+}
+
+// Read runs fn in a read-only transaction on the reader pool, so every query in fn sees one
+// consistent snapshot.
+func (db *DB) Read(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.readers.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", mapError(err))
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return mapError(err)
+	}
+	return nil
+}
+
+// Checkpoint folds the WAL back into the database file and truncates it.
+func (db *DB) Checkpoint(ctx context.Context) error {
+	if _, err := db.writer.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", db.path, mapError(err))
+	}
+	return nil
+}
+
+// Close closes every connection. Pending Write and Read calls finish first.
+func (db *DB) Close() error {
+	var errs []error
+	if db.readers != nil {
+		errs = append(errs, db.readers.Close())
+	}
+	errs = append(errs, db.writer.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close %s: %w", db.path, err)
+	}
+	return nil
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// loadMigrations reads NNNN_what.sql files and checks they number 1, 2, 3... without gaps,
+// because user_version can only say how far a file got, not which steps it skipped.
+func loadMigrations(fsys fs.FS) ([]migration, error) {
+	if fsys == nil {
+		return nil, nil
+	}
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("read migrations: %w", err)
+	}
+	var ms []migration
+	for _, e := range entries {
+		if e.IsDir() || path.Ext(e.Name()) != ".sql" {
+			continue
+		}
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name must be NNNN_what.sql", e.Name())
+		}
+		body, err := fs.ReadFile(fsys, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: expected number %04d", m.name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// migrate applies pending migrations in one transaction, so a crash leaves the file either
+// before or after all of them.
+func (db *DB) migrate(ctx context.Context, ms []migration) error {
+	var current int
+	if err := db.writer.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", mapError(err))
+	}
+	if current > len(ms) {
+		return fmt.Errorf("%w: file at version %d, binary knows %d", ErrTooNew, current, len(ms))
+	}
+	if current == len(ms) {
+		return nil
+	}
+	return db.Write(ctx, func(tx *sql.Tx) error {
+		for _, m := range ms[current:] {
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return fmt.Errorf("apply migration %s: %w", m.name, err)
+			}
+		}
+		// PRAGMA takes no bound parameters; the value is an int we computed.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(ms))); err != nil {
+			return fmt.Errorf("set schema version: %w", err)
+		}
+		return nil
+	})
+}

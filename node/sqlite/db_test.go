@@ -1,0 +1,246 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"testing/fstest"
+)
+
+func testMigrations() fstest.MapFS {
+	return fstest.MapFS{
+		"0001_items.sql":  {Data: []byte("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);")},
+		"0002_owners.sql": {Data: []byte("CREATE TABLE owners (item INTEGER NOT NULL REFERENCES items(id));")},
+		"README.txt":      {Data: []byte("not a migration")},
+	}
+}
+
+func openTest(t *testing.T, file string, opts Options) *DB {
+	t.Helper()
+	db, err := Open(t.Context(), file, opts)
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", file, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestOpenAppliesPragmasOnEveryConnection(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, filepath.Join(t.TempDir(), "p.sqlite"), Options{Synchronous: "full", Migrations: testMigrations()})
+	ctx := t.Context()
+	check := func(name string, q func(string, any) error) {
+		var mode string
+		var fk, syncLevel int
+		if err := q("PRAGMA journal_mode", &mode); err != nil || mode != "wal" {
+			t.Errorf("%s: journal_mode = %q, %v; want wal", name, mode, err)
+		}
+		if err := q("PRAGMA foreign_keys", &fk); err != nil || fk != 1 {
+			t.Errorf("%s: foreign_keys = %d, %v; want 1", name, fk, err)
+		}
+		if err := q("PRAGMA synchronous", &syncLevel); err != nil || syncLevel != 2 {
+			t.Errorf("%s: synchronous = %d, %v; want 2 (FULL)", name, syncLevel, err)
+		}
+	}
+	db.Write(ctx, func(tx *sql.Tx) error {
+		check("writer", func(q string, v any) error { return tx.QueryRowContext(ctx, q).Scan(v) })
+		return nil
+	})
+	db.Read(ctx, func(tx *sql.Tx) error {
+		check("reader", func(q string, v any) error { return tx.QueryRowContext(ctx, q).Scan(v) })
+		return nil
+	})
+}
+
+func TestMigrationsRunOnceAndTrackVersion(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "m.sqlite")
+	db := openTest(t, file, Options{Migrations: testMigrations()})
+	ctx := t.Context()
+	if err := db.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO items (name) VALUES ('a')")
+		return err
+	}); err != nil {
+		t.Fatalf("Write insert = %v", err)
+	}
+	db.Close()
+
+	// Reopening must not re-run 0001 (it would fail: table exists) and must keep the data.
+	db = openTest(t, file, Options{Migrations: testMigrations()})
+	var n, version int
+	db.Read(ctx, func(tx *sql.Tx) error {
+		tx.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&n)
+		return tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version)
+	})
+	if n != 1 || version != 2 {
+		t.Errorf("after reopen: items = %d, user_version = %d; want 1, 2", n, version)
+	}
+	db.Close()
+
+	// A binary that knows fewer migrations than the file has must refuse it.
+	older := fstest.MapFS{"0001_items.sql": testMigrations()["0001_items.sql"]}
+	if _, err := Open(ctx, file, Options{Migrations: older}); !errors.Is(err, ErrTooNew) {
+		t.Errorf("Open with older migrations = %v, want ErrTooNew", err)
+	}
+}
+
+func TestBadMigrationLeavesFileUntouched(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "bad.sqlite")
+	ms := testMigrations()
+	ms["0003_broken.sql"] = &fstest.MapFile{Data: []byte("CREATE TABLE x (; nonsense")}
+	if _, err := Open(t.Context(), file, Options{Migrations: ms}); err == nil {
+		t.Fatal("Open with a broken migration succeeded")
+	}
+	db := openTest(t, file, Options{})
+	var tables, version int
+	db.Read(t.Context(), func(tx *sql.Tx) error {
+		tx.QueryRowContext(t.Context(), "SELECT count(*) FROM sqlite_master WHERE type = 'table'").Scan(&tables)
+		return tx.QueryRowContext(t.Context(), "PRAGMA user_version").Scan(&version)
+	})
+	if tables != 0 || version != 0 {
+		t.Errorf("after failed migration: %d tables, user_version %d; want 0, 0", tables, version)
+	}
+}
+
+func TestMigrationNames(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		fs   fstest.MapFS
+	}{
+		{"gap", fstest.MapFS{"0001_a.sql": {}, "0003_c.sql": {}}},
+		{"no number", fstest.MapFS{"first.sql": {}}},
+		{"zero", fstest.MapFS{"0000_a.sql": {}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := Open(t.Context(), filepath.Join(t.TempDir(), "x.sqlite"), Options{Migrations: tt.fs}); err == nil {
+				t.Errorf("Open(%v) succeeded, want a migration naming error", tt.fs)
+			}
+		})
+	}
+}
+
+func TestErrorsAreMapped(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, filepath.Join(t.TempDir(), "e.sqlite"), Options{Migrations: testMigrations()})
+	ctx := t.Context()
+	insert := func(name string) error {
+		return db.Write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO items (name) VALUES (?)", name)
+			return err
+		})
+	}
+	if err := insert("dup"); err != nil {
+		t.Fatalf("first insert = %v", err)
+	}
+	if err := insert("dup"); !errors.Is(err, ErrConflict) {
+		t.Errorf("duplicate insert = %v, want ErrConflict", err)
+	}
+	// Foreign keys are on, so a dangling reference fails and is not a conflict.
+	err := db.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO owners (item) VALUES (999)")
+		return err
+	})
+	if err == nil || errors.Is(err, ErrConflict) {
+		t.Errorf("dangling foreign key insert = %v, want a non-conflict error", err)
+	}
+	// Readers are query-only: a write through Read must fail.
+	if err := db.Read(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO items (name) VALUES ('r')")
+		return err
+	}); err == nil {
+		t.Error("write inside Read succeeded")
+	}
+}
+
+func TestWriteRollsBackOnError(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, filepath.Join(t.TempDir(), "r.sqlite"), Options{Migrations: testMigrations()})
+	ctx := t.Context()
+	boom := errors.New("boom")
+	err := db.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO items (name) VALUES ('half')"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Write = %v, want boom", err)
+	}
+	var n int
+	db.Read(ctx, func(tx *sql.Tx) error { return tx.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&n) })
+	if n != 0 {
+		t.Errorf("rows after rolled-back write = %d, want 0", n)
+	}
+}
+
+func TestConcurrentWritersAndReaders(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, filepath.Join(t.TempDir(), "c.sqlite"), Options{Migrations: testMigrations()})
+	ctx := context.Background()
+	const writers, each = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each*2)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				errs <- db.Write(ctx, func(tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctx, "INSERT INTO items (name) VALUES (?)", string(rune('a'+w))+string(rune('A'+i)))
+					return err
+				})
+				errs <- db.Read(ctx, func(tx *sql.Tx) error {
+					var n int
+					return tx.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&n)
+				})
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Write/Read = %v", err)
+		}
+	}
+	var n int
+	db.Read(ctx, func(tx *sql.Tx) error { return tx.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&n) })
+	if n != writers*each {
+		t.Errorf("rows = %d, want %d", n, writers*each)
+	}
+}
+
+func TestOpenRejectsBadSynchronous(t *testing.T) {
+	t.Parallel()
+	if _, err := Open(t.Context(), filepath.Join(t.TempDir(), "s.sqlite"), Options{Synchronous: "sometimes"}); err == nil {
+		t.Error("Open with synchronous=sometimes succeeded")
+	}
+}
+
+func BenchmarkOpenFirstQuery(b *testing.B) {
+	file := filepath.Join(b.TempDir(), "b.sqlite")
+	db, err := Open(b.Context(), file, Options{Migrations: testMigrations()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	db.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		db, err := Open(b.Context(), file, Options{Migrations: testMigrations()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var n int
+		if err := db.Read(b.Context(), func(tx *sql.Tx) error {
+			return tx.QueryRowContext(b.Context(), "SELECT count(*) FROM items").Scan(&n)
+		}); err != nil {
+			b.Fatal(err)
+		}
+		db.Close()
+	}
+}
