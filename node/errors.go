@@ -20,6 +20,7 @@ var xrpcErrors = []struct {
 	name   string
 }{
 	{errMethodNotImplemented, http.StatusNotImplemented, "MethodNotImplemented"},
+	{xrpc.ErrInvalidSyntax, http.StatusBadRequest, "InvalidRequest"},
 }
 
 // writeError answers err as an XRPC error. An *xrpc.Error is shown as it is; a sentinel in

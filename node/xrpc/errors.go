@@ -2,9 +2,16 @@ package xrpc
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 )
+
+// ErrInvalidSyntax is wrapped by every Parse* and DecodeCID error: the input
+// is not a well-formed value of the format asked for. The error mapper
+// answers it with 400 InvalidRequest. The text names the format and is for
+// logs only: indigo's part of it may quote the (untrusted) input.
+var ErrInvalidSyntax = errors.New("invalid syntax")
 
 // Error is an XRPC error a handler means to show the client: an HTTP status, an error name
 // from the lexicon or the XRPC spec, and a human-readable message.
