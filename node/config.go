@@ -26,9 +26,24 @@ type Config struct {
 	// AdminPassword enables the admin API (HTTP basic auth as "admin"); empty disables it.
 	AdminPassword Secret `toml:"admin_password"`
 
-	Log  LogConfig  `toml:"log"`
-	HTTP HTTPConfig `toml:"http"`
-	DB   DBConfig   `toml:"db"`
+	Log      LogConfig      `toml:"log"`
+	HTTP     HTTPConfig     `toml:"http"`
+	DB       DBConfig       `toml:"db"`
+	Accounts AccountsConfig `toml:"accounts"`
+}
+
+// AccountsConfig says who may sign up and what describeServer advertises.
+type AccountsConfig struct {
+	// InviteRequired is "auto" (required when the hostname is public, not on localhost),
+	// "yes" or "no".
+	InviteRequired string `toml:"invite_required"`
+	// UserDomains are the handle suffixes offered at sign-up, each starting with a dot.
+	// Empty means ".test" on localhost and ".<hostname>" otherwise.
+	UserDomains []string `toml:"user_domains"`
+	// ContactEmail, PrivacyPolicyURL and TermsOfServiceURL are shown to clients.
+	ContactEmail      string `toml:"contact_email"`
+	PrivacyPolicyURL  string `toml:"privacy_policy_url"`
+	TermsOfServiceURL string `toml:"terms_of_service_url"`
 }
 
 // LogConfig chooses how the node logs.
@@ -66,7 +81,8 @@ func DefaultConfig() Config {
 			MaxBody:         2 << 20,
 			ShutdownTimeout: Duration(10 * time.Second),
 		},
-		DB: DBConfig{Synchronous: "normal"},
+		DB:       DBConfig{Synchronous: "normal"},
+		Accounts: AccountsConfig{InviteRequired: "auto", UserDomains: []string{}},
 	}
 }
 
@@ -171,6 +187,17 @@ func setField(fv reflect.Value, val string) error {
 		default:
 			return fmt.Errorf("%q is not a boolean", val)
 		}
+	case reflect.Slice:
+		if fv.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("unsupported config type %s", fv.Type())
+		}
+		var items []string
+		for item := range strings.SplitSeq(val, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				items = append(items, item)
+			}
+		}
+		fv.Set(reflect.ValueOf(items).Convert(fv.Type()))
 	case reflect.Int, reflect.Int64:
 		var n int64
 		if _, err := fmt.Sscan(val, &n); err != nil {
@@ -221,7 +248,40 @@ func (c Config) Validate() error {
 	default:
 		bad("db.synchronous", "want off, normal, full or extra, got %q", c.DB.Synchronous)
 	}
+	switch c.Accounts.InviteRequired {
+	case "auto", "yes", "no":
+	default:
+		bad("accounts.invite_required", "want auto, yes or no, got %q", c.Accounts.InviteRequired)
+	}
+	for _, d := range c.Accounts.UserDomains {
+		if _, err := syntax.ParseHandle("x" + d); err != nil || !strings.HasPrefix(d, ".") {
+			bad("accounts.user_domains", "%q must be a domain starting with a dot, like .example.com", d)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// InvitesRequired reports whether createAccount needs an invite code.
+func (c Config) InvitesRequired() bool {
+	switch c.Accounts.InviteRequired {
+	case "yes":
+		return true
+	case "no":
+		return false
+	}
+	return !c.IsLocal()
+}
+
+// UserDomains returns the handle suffixes accounts may sign up under.
+func (c Config) UserDomains() []string {
+	if len(c.Accounts.UserDomains) > 0 {
+		return c.Accounts.UserDomains
+	}
+	if c.IsLocal() {
+		// .localhost is not a valid handle TLD; .test is reserved for exactly this.
+		return []string{".test"}
+	}
+	return []string{"." + c.Hostname}
 }
 
 // IsLocal reports whether the node runs as a development node on localhost.

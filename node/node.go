@@ -29,10 +29,13 @@ type Node struct {
 	version string
 	log     *slog.Logger
 
-	lock *os.File
-	db   *sqlite.DB
-	ln   net.Listener
-	http *http.Server
+	lock   *os.File
+	db     *sqlite.DB
+	tokens *tokenIssuer
+	ln     net.Listener
+	http   *http.Server
+	// clock is time.Now except in tests that move time.
+	clock func() time.Time
 }
 
 // New opens the data directory, migrates the service database and binds the listener, so
@@ -42,7 +45,7 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
-	n := &Node{cfg: cfg, version: version, log: log}
+	n := &Node{cfg: cfg, version: version, log: log, clock: time.Now}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -65,6 +68,11 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	if err := n.recordStart(ctx); err != nil {
 		return nil, err
 	}
+	jwtSecret, err := n.serviceSecret(ctx, "session_hs256", 32)
+	if err != nil {
+		return nil, err
+	}
+	n.tokens = &tokenIssuer{secret: jwtSecret, serviceDID: n.serviceDID(), now: func() time.Time { return n.clock() }}
 	n.http = &http.Server{
 		Handler:           n.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -88,6 +96,10 @@ func (n *Node) PublicURL() string {
 	}
 	return "https://" + n.cfg.Hostname
 }
+
+// serviceDID is the node's own DID, did:web of its hostname: the audience of its session
+// tokens and the DID clients and relays see in describeServer.
+func (n *Node) serviceDID() string { return "did:web:" + n.cfg.Hostname }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests get
 // http.shutdown_timeout to finish and every database is closed. It returns nil after a clean

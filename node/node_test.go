@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,18 +18,36 @@ import (
 	"github.com/aerie-social/aerie/node/xrpc"
 )
 
+// testClock is a clock tests can move forward while the node runs.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
 // testNode starts a node on a free loopback port with its data in a temp dir and stops it
 // when the test ends. It returns the node and its base URL.
-func testNode(t *testing.T) (*Node, string) {
+func testNode(t *testing.T, edit ...func(*Config)) (*Node, string) {
+	n, base, _ := testNodeClock(t, edit...)
+	return n, base
+}
+
+// testNodeClock is testNode with a clock the test controls.
+func testNodeClock(t *testing.T, edit ...func(*Config)) (*Node, string, *testClock) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
+	cfg.AdminPassword = "admin-secret"
+	for _, e := range edit {
+		e(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n, err := New(ctx, cfg, "test", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("New = %v", err)
 	}
+	clock := &testClock{}
+	n.clock = clock.Now
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
 	t.Cleanup(func() {
@@ -37,7 +56,7 @@ func testNode(t *testing.T) (*Node, string) {
 			t.Errorf("Run = %v after cancel, want nil", err)
 		}
 	})
-	return n, "http://" + n.Addr().String()
+	return n, "http://" + n.Addr().String(), clock
 }
 
 func getJSON(t *testing.T, method, url, body string, header map[string]string) (int, map[string]any, http.Header) {
@@ -269,4 +288,9 @@ func TestShutdownWaitsForInFlightRequests(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v, want nil", err)
 	}
+}
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -14,6 +14,17 @@ func (n *Node) routes() http.Handler {
 	r.Use(requestMiddleware(n.log), cors)
 
 	x := &xrpcMux{log: n.log, methods: map[string]xrpcMethod{}}
+	x.query("com.atproto.server.describeServer", n.handleComAtprotoServerDescribeServer)
+	x.procedure("com.atproto.server.createSession", n.handleComAtprotoServerCreateSession)
+	x.query("com.atproto.server.getSession", n.withAuth(authAccess, n.handleComAtprotoServerGetSession))
+	x.procedure("com.atproto.server.refreshSession", n.withAuth(authRefresh, n.handleComAtprotoServerRefreshSession))
+	x.procedure("com.atproto.server.deleteSession", n.withAuth(authRefresh, n.handleComAtprotoServerDeleteSession))
+	x.procedure("com.atproto.server.createAppPassword", n.withAuth(authFull, n.handleComAtprotoServerCreateAppPassword))
+	x.query("com.atproto.server.listAppPasswords", n.withAuth(authAccess, n.handleComAtprotoServerListAppPasswords))
+	x.procedure("com.atproto.server.revokeAppPassword", n.withAuth(authAccess, n.handleComAtprotoServerRevokeAppPassword))
+	x.procedure("com.atproto.server.createInviteCode", n.withAuth(authAdmin, n.handleComAtprotoServerCreateInviteCode))
+	x.procedure("com.atproto.server.createInviteCodes", n.withAuth(authAdmin, n.handleComAtprotoServerCreateInviteCodes))
+	x.query("com.atproto.server.getAccountInviteCodes", n.withAuth(authFull, n.handleComAtprotoServerGetAccountInviteCodes))
 	r.Get("/xrpc/_health", n.handleHealth)
 	r.Handle("/xrpc/{nsid}", x)
 

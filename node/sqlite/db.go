@@ -125,7 +125,7 @@ func (db *DB) Path() string { return db.path }
 func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin write: %w", mapError(err))
+		return fmt.Errorf("begin write: %w", MapError(err))
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -135,10 +135,10 @@ func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	}()
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return mapError(err)
+		return MapError(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", mapError(err))
+		return fmt.Errorf("commit: %w", MapError(err))
 	}
 	return nil
 }
@@ -148,11 +148,11 @@ func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 func (db *DB) Read(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := db.readers.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return fmt.Errorf("begin read: %w", mapError(err))
+		return fmt.Errorf("begin read: %w", MapError(err))
 	}
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
-		return mapError(err)
+		return MapError(err)
 	}
 	return nil
 }
@@ -160,7 +160,7 @@ func (db *DB) Read(ctx context.Context, fn func(*sql.Tx) error) error {
 // Checkpoint folds the WAL back into the database file and truncates it.
 func (db *DB) Checkpoint(ctx context.Context) error {
 	if _, err := db.writer.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", db.path, mapError(err))
+		return fmt.Errorf("checkpoint %s: %w", db.path, MapError(err))
 	}
 	return nil
 }
@@ -224,7 +224,7 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 func (db *DB) migrate(ctx context.Context, ms []migration) error {
 	var current int
 	if err := db.writer.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
-		return fmt.Errorf("read schema version: %w", mapError(err))
+		return fmt.Errorf("read schema version: %w", MapError(err))
 	}
 	if current > len(ms) {
 		return fmt.Errorf("%w: file at version %d, binary knows %d", ErrTooNew, current, len(ms))

@@ -19,9 +19,11 @@ var (
 	ErrTooNew = errors.New("sqlite: database schema is newer than this binary")
 )
 
-// mapError translates a driver error into this package's sentinels, keeping the driver's
-// error in the chain for the log. Errors it does not recognise pass through unchanged.
-func mapError(err error) error {
+// MapError translates a driver error into this package's sentinels, keeping the driver's
+// error in the chain for the log; errors it does not recognise pass through unchanged.
+// Write and Read apply it to what they return; code inside a Write function calls it to
+// react to a conflict before the transaction ends.
+func MapError(err error) error {
 	var se *sqlite.Error
 	if err == nil || !errors.As(err, &se) {
 		return err
