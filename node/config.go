@@ -30,6 +30,16 @@ type Config struct {
 	HTTP     HTTPConfig     `toml:"http"`
 	DB       DBConfig       `toml:"db"`
 	Accounts AccountsConfig `toml:"accounts"`
+	Email    EmailConfig    `toml:"email"`
+}
+
+// EmailConfig is how the node sends account email (confirmations, password resets).
+type EmailConfig struct {
+	// SMTPURL is smtp://user:password@host:port (port 587 when absent, with STARTTLS when
+	// the server offers it). Empty: tokens are written to the log for the operator.
+	SMTPURL Secret `toml:"smtp_url"`
+	// From is the sender address.
+	From string `toml:"from"`
 }
 
 // AccountsConfig says who may sign up and what describeServer advertises.
@@ -60,6 +70,9 @@ type HTTPConfig struct {
 	MaxBody Size `toml:"max_body"`
 	// ShutdownTimeout is how long in-flight requests get to finish on shutdown.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// TrustForwardedFor takes the client address from the last X-Forwarded-For entry, for
+	// rate limits behind a reverse proxy. Never enable it without one.
+	TrustForwardedFor bool `toml:"trust_forwarded_for"`
 }
 
 // DBConfig applies to every SQLite file the node opens.
@@ -83,6 +96,7 @@ func DefaultConfig() Config {
 		},
 		DB:       DBConfig{Synchronous: "normal"},
 		Accounts: AccountsConfig{InviteRequired: "auto", UserDomains: []string{}},
+		Email:    EmailConfig{From: "noreply@localhost"},
 	}
 }
 

@@ -29,11 +29,13 @@ type Node struct {
 	version string
 	log     *slog.Logger
 
-	lock   *os.File
-	db     *sqlite.DB
-	tokens *tokenIssuer
-	ln     net.Listener
-	http   *http.Server
+	lock    *os.File
+	db      *sqlite.DB
+	tokens  *tokenIssuer
+	limiter *rateLimiter
+	mail    *mailer
+	ln      net.Listener
+	http    *http.Server
 	// clock is time.Now except in tests that move time.
 	clock func() time.Time
 }
@@ -72,6 +74,8 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	if err != nil {
 		return nil, err
 	}
+	n.mail = &mailer{cfg: cfg.Email, log: log}
+	n.limiter = newRateLimiter(func() time.Time { return n.clock() })
 	n.tokens = &tokenIssuer{secret: jwtSecret, serviceDID: n.serviceDID(), now: func() time.Time { return n.clock() }}
 	n.http = &http.Server{
 		Handler:           n.routes(),
@@ -109,6 +113,7 @@ func (n *Node) Run(ctx context.Context) error {
 		"version", n.version, "data_dir", n.cfg.DataDir, "hostname", n.cfg.Hostname)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.serveHTTP(ctx) })
+	g.Go(func() error { return n.limiter.Run(ctx) })
 	err := g.Wait()
 	n.log.Info("stopped")
 	return errors.Join(err, n.close())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/aerie-social/aerie/node/xrpc"
@@ -81,6 +82,10 @@ func (n *Node) handleComAtprotoServerCreateSession(w http.ResponseWriter, r *htt
 	}
 	if in.Identifier == "" || in.Password == "" {
 		return xrpc.InvalidRequest("identifier and password are required")
+	}
+	key := strings.ToLower(in.Identifier) + "\x00" + n.clientIP(r)
+	if err := n.rateLimit(w, key, limitCreateSession5m, limitCreateSessionDay); err != nil {
+		return err
 	}
 	if len(in.Password) > maxPasswordLen {
 		return errBadLogin
