@@ -115,7 +115,7 @@ func TestServeStartsAndStops(t *testing.T) {
 	done := make(chan error, 1)
 	dir := t.TempDir()
 	go func() {
-		env := []string{"AERIE_DATA_DIR=" + dir, "AERIE_LISTEN=127.0.0.1:0"}
+		env := []string{"AERIE_DATA_DIR=" + dir, "AERIE_LISTEN=127.0.0.1:0", "AERIE_PLC_LISTEN=127.0.0.1:0"}
 		done <- run(ctx, nil, env, io.Discard, pw)
 		pw.Close()
 	}()

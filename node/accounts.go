@@ -98,19 +98,22 @@ func (n *Node) accountByDID(ctx context.Context, did string) (*account, error) {
 // serviceSecret returns the named secret, generating and storing size random bytes the
 // first time, so a node started with no config keeps its sessions valid across restarts.
 func (n *Node) serviceSecret(ctx context.Context, name string, size int) ([]byte, error) {
+	fresh := make([]byte, size)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fmt.Errorf("generate service secret %s: %w", name, err)
+	}
+	return n.serviceSecretOr(ctx, name, fresh)
+}
+
+// serviceSecretOr returns the named secret, storing fresh as its value the first time.
+func (n *Node) serviceSecretOr(ctx context.Context, name string, fresh []byte) ([]byte, error) {
 	var secret []byte
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, "SELECT value FROM service_secret WHERE name = ?", name).Scan(&secret)
-		if err == nil {
-			return nil
-		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		secret = make([]byte, size)
-		if _, err := rand.Read(secret); err != nil {
-			return err
-		}
+		secret = fresh
 		_, err = tx.ExecContext(ctx, "INSERT INTO service_secret (name, value) VALUES (?, ?)", name, secret)
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"reflect"
 	"strings"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/aerie-social/aerie/node/sqlite"
+	"github.com/aerie-social/aerie/relay"
+	"github.com/aerie-social/aerie/repo"
 )
 
 // Config is the whole node's configuration. Every field has a TOML key; the environment
@@ -26,11 +29,33 @@ type Config struct {
 	// AdminPassword enables the admin API (HTTP basic auth as "admin"); empty disables it.
 	AdminPassword Secret `toml:"admin_password"`
 
-	Log      LogConfig      `toml:"log"`
-	HTTP     HTTPConfig     `toml:"http"`
-	DB       DBConfig       `toml:"db"`
-	Accounts AccountsConfig `toml:"accounts"`
-	Email    EmailConfig    `toml:"email"`
+	Log      LogConfig        `toml:"log"`
+	HTTP     HTTPConfig       `toml:"http"`
+	DB       DBConfig         `toml:"db"`
+	Accounts AccountsConfig   `toml:"accounts"`
+	Email    EmailConfig      `toml:"email"`
+	PLC      PLCConfig        `toml:"plc"`
+	Net      NetConfig        `toml:"net"`
+	Repo     repo.StoreConfig `toml:"repo"`
+	Relay    relay.Config     `toml:"relay"`
+}
+
+// PLCConfig chooses the PLC directory that holds accounts' did:plc identities.
+type PLCConfig struct {
+	// URL is the directory to use. Empty means the embedded directory on localhost and
+	// https://plc.directory for a public hostname.
+	URL string `toml:"url"`
+	// Listen is where the embedded directory serves the PLC HTTP API for other local nodes
+	// and tools; empty serves it to this node only. Ignored when URL names another directory.
+	Listen string `toml:"listen"`
+}
+
+// NetConfig governs the node's outbound requests.
+type NetConfig struct {
+	// AllowPrivateNetwork lets outbound requests (PLC, DID documents, other hosts) reach
+	// loopback and private addresses. Off in production so that a hostile DID document
+	// cannot aim the node at its own network; test networks on one machine turn it on.
+	AllowPrivateNetwork bool `toml:"allow_private_network"`
 }
 
 // EmailConfig is how the node sends account email (confirmations, password resets).
@@ -97,6 +122,9 @@ func DefaultConfig() Config {
 		DB:       DBConfig{Synchronous: "normal"},
 		Accounts: AccountsConfig{InviteRequired: "auto", UserDomains: []string{}},
 		Email:    EmailConfig{From: "noreply@localhost"},
+		PLC:      PLCConfig{Listen: "127.0.0.1:2582"},
+		Relay:    relay.DefaultConfig(),
+		Repo:     repo.StoreConfig{MaxOpen: repo.DefaultMaxOpen, NodeCache: repo.DefaultNodeCache},
 	}
 }
 
@@ -212,7 +240,17 @@ func setField(fv reflect.Value, val string) error {
 			}
 		}
 		fv.Set(reflect.ValueOf(items).Convert(fv.Type()))
-	case reflect.Int, reflect.Int64:
+	case reflect.Int64:
+		if fv.Type() == reflect.TypeFor[time.Duration]() {
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration like 30s or 72h", val)
+			}
+			fv.SetInt(int64(d))
+			return nil
+		}
+		fallthrough
+	case reflect.Int:
 		var n int64
 		if _, err := fmt.Sscan(val, &n); err != nil {
 			return fmt.Errorf("%q is not an integer", val)
@@ -272,7 +310,43 @@ func (c Config) Validate() error {
 			bad("accounts.user_domains", "%q must be a domain starting with a dot, like .example.com", d)
 		}
 	}
+	if c.Repo.MaxOpen < 1 {
+		bad("repo.max_open", "must be at least 1, got %d", c.Repo.MaxOpen)
+	}
+	if c.Repo.NodeCache < 0 {
+		bad("repo.node_cache", "must not be negative, got %d", c.Repo.NodeCache)
+	}
+	if err := c.Relay.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PLC.URL != "" {
+		if u, err := url.Parse(c.PLC.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("plc.url", "want an http(s) URL like https://plc.directory, got %q", c.PLC.URL)
+		}
+	}
+	if c.PLC.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.PLC.Listen); err != nil {
+			bad("plc.listen", "want host:port, got %q", c.PLC.Listen)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// EmbeddedPLC reports whether the node runs its own PLC directory.
+func (c Config) EmbeddedPLC() bool { return c.PLC.URL == "" && c.IsLocal() }
+
+// PLCURL is the directory other software should use for this node's DIDs: the configured
+// one, https://plc.directory by default on a public host, or the embedded listener.
+func (c Config) PLCURL() string {
+	switch {
+	case c.PLC.URL != "":
+		return strings.TrimSuffix(c.PLC.URL, "/")
+	case !c.IsLocal():
+		return "https://plc.directory"
+	case c.PLC.Listen != "":
+		return "http://" + c.PLC.Listen
+	}
+	return ""
 }
 
 // InvitesRequired reports whether createAccount needs an invite code.

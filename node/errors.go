@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/aerie-social/aerie/node/xrpc"
+	"github.com/aerie-social/aerie/repo"
 )
 
 // errMethodNotImplemented is returned for an NSID this node does not serve.
@@ -21,6 +22,13 @@ var xrpcErrors = []struct {
 }{
 	{errMethodNotImplemented, http.StatusNotImplemented, "MethodNotImplemented"},
 	{xrpc.ErrInvalidSyntax, http.StatusBadRequest, "InvalidRequest"},
+	{repo.ErrRecordNotFound, http.StatusBadRequest, "RecordNotFound"},
+	{repo.ErrInvalidSwap, http.StatusBadRequest, "InvalidSwap"},
+	{repo.ErrRepoNotFound, http.StatusBadRequest, "RepoNotFound"},
+	{repo.ErrRecordExists, http.StatusBadRequest, "InvalidRequest"},
+	{repo.ErrInvalidWrite, http.StatusBadRequest, "InvalidRequest"},
+	{repo.ErrInvalidRecord, http.StatusBadRequest, "InvalidRequest"},
+	{repo.ErrTooLarge, http.StatusBadRequest, "InvalidRequest"},
 }
 
 // writeError answers err as an XRPC error. An *xrpc.Error is shown as it is; a sentinel in

@@ -17,7 +17,10 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/aerie-social/aerie/node/identity"
 	"github.com/aerie-social/aerie/node/sqlite"
+	"github.com/aerie-social/aerie/relay"
+	"github.com/aerie-social/aerie/repo"
 )
 
 //go:embed migrations/*.sql
@@ -29,13 +32,20 @@ type Node struct {
 	version string
 	log     *slog.Logger
 
-	lock    *os.File
-	db      *sqlite.DB
-	tokens  *tokenIssuer
-	limiter *rateLimiter
-	mail    *mailer
-	ln      net.Listener
-	http    *http.Server
+	lock     *os.File
+	db       *sqlite.DB
+	tokens   *tokenIssuer
+	limiter  *rateLimiter
+	mail     *mailer
+	repos    *repo.Store
+	seq      *relay.Sequencer
+	plc      documentDirectory
+	plcDir   *identity.Directory // the embedded directory, when this node runs one
+	plcLn    net.Listener
+	plcHTTP  *http.Server
+	firehose *relay.Firehose
+	ln       net.Listener
+	http     *http.Server
 	// clock is time.Now except in tests that move time.
 	clock func() time.Time
 }
@@ -75,6 +85,20 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 		return nil, err
 	}
 	n.mail = &mailer{cfg: cfg.Email, log: log}
+	repoCfg := cfg.Repo
+	repoCfg.Synchronous = cfg.DB.Synchronous
+	if n.repos, err = repo.Open(ctx, cfg.DataDir, repoCfg, log.With("component", "repo")); err != nil {
+		return nil, err
+	}
+	relayCfg := cfg.Relay
+	relayCfg.Synchronous = cfg.DB.Synchronous
+	if n.seq, err = relay.Open(ctx, filepath.Join(cfg.DataDir, "relay.sqlite"), relayCfg, log.With("component", "relay")); err != nil {
+		return nil, err
+	}
+	n.firehose = relay.NewFirehose(n.seq, log)
+	if err := n.openPLC(ctx); err != nil {
+		return nil, err
+	}
 	n.limiter = newRateLimiter(func() time.Time { return n.clock() })
 	n.tokens = &tokenIssuer{secret: jwtSecret, serviceDID: n.serviceDID(), now: func() time.Time { return n.clock() }}
 	n.http = &http.Server{
@@ -106,37 +130,97 @@ func (n *Node) PublicURL() string {
 func (n *Node) serviceDID() string { return "did:web:" + n.cfg.Hostname }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests get
-// http.shutdown_timeout to finish and every database is closed. It returns nil after a clean
-// shutdown.
+// http.shutdown_timeout to finish, firehose streams close, the sequencer logs every commit
+// it was handed, and every database is closed. It returns nil after a clean shutdown.
 func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("listening", "addr", n.ln.Addr().String(), "url", n.PublicURL(),
 		"version", n.version, "data_dir", n.cfg.DataDir, "hostname", n.cfg.Hostname)
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.serveHTTP(ctx) })
-	g.Go(func() error { return n.limiter.Run(ctx) })
-	err := g.Wait()
+
+	// The core outlives the HTTP server: requests still draining after ctx ends sequence
+	// their commits, so the core stops only once the front has.
+	core, stopCore := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCore()
+	cg, coreCtx := errgroup.WithContext(core)
+	cg.Go(func() error { return n.seq.Run(coreCtx) })
+	cg.Go(func() error { return n.limiter.Run(coreCtx) })
+
+	err := n.repairAfterCrash(ctx)
+	if err == nil {
+		// The front stops when ctx ends or when a core component fails.
+		front, stopFront := context.WithCancel(ctx)
+		defer context.AfterFunc(coreCtx, stopFront)()
+		fg, frontCtx := errgroup.WithContext(front)
+		fg.Go(func() error { return n.firehose.Run(frontCtx) })
+		fg.Go(func() error { return n.serve(frontCtx, "http", n.http, n.ln) })
+		if n.plcHTTP != nil {
+			fg.Go(func() error { return n.serve(frontCtx, "plc", n.plcHTTP, n.plcLn) })
+		}
+		err = fg.Wait()
+		stopFront()
+	}
+	stopCore()
+	err = errors.Join(err, cg.Wait())
+	if err == nil {
+		err = n.markCleanShutdown(context.WithoutCancel(ctx))
+	}
 	n.log.Info("stopped")
 	return errors.Join(err, n.close())
 }
 
-func (n *Node) serveHTTP(ctx context.Context) error {
+// serve runs srv on ln until ctx ends, then shuts it down gracefully.
+func (n *Node) serve(ctx context.Context, name string, srv *http.Server, ln net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- n.http.Serve(n.ln) }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
+		return fmt.Errorf("serve %s: %w", name, err)
 	case <-ctx.Done():
 	}
-	n.log.Info("shutting down", "timeout", n.cfg.HTTP.ShutdownTimeout)
+	n.log.Info("shutting down", "server", name, "timeout", n.cfg.HTTP.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(n.cfg.HTTP.ShutdownTimeout))
 	defer cancel()
-	err := n.http.Shutdown(sctx)
+	err := srv.Shutdown(sctx)
 	<-errc // Serve returns ErrServerClosed once Shutdown starts
 	if err != nil {
-		n.http.Close()
-		return fmt.Errorf("shut down http: %w", err)
+		srv.Close()
+		return fmt.Errorf("shut down %s: %w", name, err)
 	}
 	return nil
+}
+
+// openPLC sets up the PLC directory: the embedded one (with its listener when
+// plc.listen is set) or a client of a remote one.
+func (n *Node) openPLC(ctx context.Context) error {
+	if !n.cfg.EmbeddedPLC() {
+		n.plc = identity.NewPLCClient(n.cfg.PLCURL(), identity.NewHTTPClient(n.cfg.Net.AllowPrivateNetwork, 10*time.Second))
+		return nil
+	}
+	dir, err := identity.OpenDirectory(ctx, filepath.Join(n.cfg.DataDir, "plc.sqlite"), n.log,
+		identity.DirectoryOptions{Synchronous: n.cfg.DB.Synchronous, Now: n.clock})
+	if err != nil {
+		return err
+	}
+	n.plcDir, n.plc = dir, embeddedPLC{dir}
+	if n.cfg.PLC.Listen == "" {
+		return nil
+	}
+	if n.plcLn, err = net.Listen("tcp", n.cfg.PLC.Listen); err != nil {
+		return fmt.Errorf("listen for the embedded PLC directory: %w", err)
+	}
+	n.plcHTTP = &http.Server{
+		Handler:           requestMiddleware(n.log.With("component", "plc"))(dir.Handler()),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	return nil
+}
+
+// PLCAddr returns the embedded PLC directory's listening address, or nil.
+func (n *Node) PLCAddr() net.Addr {
+	if n.plcLn == nil {
+		return nil
+	}
+	return n.plcLn.Addr()
 }
 
 // close releases everything New opened, in reverse order.
@@ -147,6 +231,20 @@ func (n *Node) close() error {
 		if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if n.plcLn != nil {
+		if err := n.plcLn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if n.plcDir != nil {
+		errs = append(errs, n.plcDir.Close())
+	}
+	if n.seq != nil {
+		errs = append(errs, n.seq.Close())
+	}
+	if n.repos != nil {
+		errs = append(errs, n.repos.Close())
 	}
 	if n.db != nil {
 		errs = append(errs, n.db.Close())

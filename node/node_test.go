@@ -13,10 +13,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/go-chi/chi/v5"
 
 	"github.com/aerie-social/aerie/node/xrpc"
 )
+
+// testConfig is a node config for one test: free ports, a temp data dir, the embedded PLC
+// directory in process only, an admin password.
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.PLC.Listen = ""
+	cfg.AdminPassword = "admin-secret"
+	return cfg
+}
 
 // testClock is a clock tests can move forward while the node runs.
 type testClock struct{ offset atomic.Int64 }
@@ -34,10 +46,7 @@ func testNode(t *testing.T, edit ...func(*Config)) (*Node, string) {
 // testNodeClock is testNode with a clock the test controls.
 func testNodeClock(t *testing.T, edit ...func(*Config)) (*Node, string, *testClock) {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.AdminPassword = "admin-secret"
+	cfg := testConfig(t)
 	for _, e := range edit {
 		e(&cfg)
 	}
@@ -225,9 +234,7 @@ func TestXRPCMux(t *testing.T) {
 
 func TestDataDirIsLocked(t *testing.T) {
 	t.Parallel()
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
+	cfg := testConfig(t)
 	log := slog.New(slog.DiscardHandler)
 	first, err := New(t.Context(), cfg, "test", log)
 	if err != nil {
@@ -246,9 +253,7 @@ func TestDataDirIsLocked(t *testing.T) {
 
 func TestShutdownWaitsForInFlightRequests(t *testing.T) {
 	t.Parallel()
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
+	cfg := testConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	n, err := New(ctx, cfg, "test", slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -293,4 +298,15 @@ func TestShutdownWaitsForInFlightRequests(t *testing.T) {
 func toJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+func syntaxDID(s string) syntax.DID { return syntax.DID(s) }
+
+func syntaxRKey(t *testing.T, uri string) syntax.RecordKey {
+	t.Helper()
+	u, err := syntax.ParseATURI(uri)
+	if err != nil {
+		t.Fatalf("ParseATURI(%q) = %v", uri, err)
+	}
+	return u.RecordKey()
 }

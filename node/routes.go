@@ -15,6 +15,7 @@ func (n *Node) routes() http.Handler {
 
 	x := &xrpcMux{log: n.log, methods: map[string]xrpcMethod{}}
 	x.query("com.atproto.server.describeServer", n.handleComAtprotoServerDescribeServer)
+	x.procedure("com.atproto.server.createAccount", n.handleComAtprotoServerCreateAccount)
 	x.procedure("com.atproto.server.createSession", n.handleComAtprotoServerCreateSession)
 	x.query("com.atproto.server.getSession", n.withAuth(authAccess, n.handleComAtprotoServerGetSession))
 	x.procedure("com.atproto.server.refreshSession", n.withAuth(authRefresh, n.handleComAtprotoServerRefreshSession))
@@ -31,6 +32,30 @@ func (n *Node) routes() http.Handler {
 	x.procedure("com.atproto.server.requestPasswordReset", n.handleComAtprotoServerRequestPasswordReset)
 	x.procedure("com.atproto.server.resetPassword", n.handleComAtprotoServerResetPassword)
 	x.query("com.atproto.server.getAccountInviteCodes", n.withAuth(authFull, n.handleComAtprotoServerGetAccountInviteCodes))
+	x.procedure("com.atproto.server.deactivateAccount", n.withAuth(authFull, n.handleComAtprotoServerDeactivateAccount))
+	x.procedure("com.atproto.server.activateAccount", n.withAuth(authFull, n.handleComAtprotoServerActivateAccount))
+	x.query("com.atproto.server.checkAccountStatus", n.withAuth(authAccess, n.handleComAtprotoServerCheckAccountStatus))
+	x.procedure("com.atproto.server.requestAccountDelete", n.withAuth(authFull, n.handleComAtprotoServerRequestAccountDelete))
+	x.procedure("com.atproto.server.deleteAccount", n.handleComAtprotoServerDeleteAccount)
+
+	x.procedure("com.atproto.repo.createRecord", n.withAuth(authAccess, n.handleComAtprotoRepoCreateRecord))
+	x.procedure("com.atproto.repo.putRecord", n.withAuth(authAccess, n.handleComAtprotoRepoPutRecord))
+	x.procedure("com.atproto.repo.deleteRecord", n.withAuth(authAccess, n.handleComAtprotoRepoDeleteRecord))
+	x.procedure("com.atproto.repo.applyWrites", n.withAuth(authAccess, n.handleComAtprotoRepoApplyWrites))
+	x.query("com.atproto.repo.getRecord", n.withAuth(authOptional, n.handleComAtprotoRepoGetRecord))
+	x.query("com.atproto.repo.listRecords", n.withAuth(authOptional, n.handleComAtprotoRepoListRecords))
+	x.query("com.atproto.repo.describeRepo", n.withAuth(authOptional, n.handleComAtprotoRepoDescribeRepo))
+
+	x.query("com.atproto.sync.getLatestCommit", n.withAuth(authOptional, n.handleComAtprotoSyncGetLatestCommit))
+	x.query("com.atproto.sync.getRepo", n.withAuth(authOptional, n.handleComAtprotoSyncGetRepo))
+	x.query("com.atproto.sync.getRecord", n.withAuth(authOptional, n.handleComAtprotoSyncGetRecord))
+	x.query("com.atproto.sync.getBlocks", n.withAuth(authOptional, n.handleComAtprotoSyncGetBlocks))
+	x.query("com.atproto.sync.getRepoStatus", n.handleComAtprotoSyncGetRepoStatus)
+	x.query("com.atproto.sync.listRepos", n.handleComAtprotoSyncListRepos)
+	x.query("com.atproto.sync.subscribeRepos", func(w http.ResponseWriter, r *http.Request) error {
+		n.firehose.ServeHTTP(w, r)
+		return nil
+	})
 	r.Get("/xrpc/_health", n.handleHealth)
 	r.Handle("/xrpc/{nsid}", x)
 

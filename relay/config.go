@@ -1,0 +1,56 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the [relay] section of the node's configuration.
+type Config struct {
+	// Retention is how long the log keeps events for cursor replay (default 72h, the upper
+	// end of what Bluesky relays keep; atproto-reference §6.3). Older events are pruned
+	// periodically; a cursor before the pruned range gets #info OutdatedCursor.
+	Retention time.Duration `toml:"retention"`
+	// Synchronous is relay.sqlite's synchronous pragma (default NORMAL: a crash loses
+	// nothing, a power cut may lose the newest batches, which startup repair re-sequences
+	// from the repos). The node sets it from db.synchronous, so it has no key of its own.
+	Synchronous string `toml:"-"`
+	// WindowEvents and WindowBytes bound the in-memory window of newest events shared by
+	// all subscribers: a firehose client more than this far behind is cut off with
+	// ConsumerTooSlow, and an in-process subscription falls back to reading the log.
+	// Defaults: 16384 events, 64 MiB — 8 s at 2,000 events/s.
+	WindowEvents int   `toml:"window_events"`
+	WindowBytes  int64 `toml:"window_bytes"`
+}
+
+// DefaultConfig returns the configuration used when the file says nothing.
+func DefaultConfig() Config {
+	return Config{
+		Retention:    72 * time.Hour,
+		Synchronous:  "NORMAL",
+		WindowEvents: 16384,
+		WindowBytes:  64 << 20,
+	}
+}
+
+// Validate reports every invalid field at once, by key name.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Retention < time.Minute {
+		errs = append(errs, fmt.Errorf("relay.retention: %s is below the minimum of 1m", c.Retention))
+	}
+	switch c.Synchronous {
+	case "OFF", "NORMAL", "FULL", "EXTRA", "off", "normal", "full", "extra":
+	default:
+		errs = append(errs, fmt.Errorf("relay.synchronous: %q is not OFF, NORMAL, FULL or EXTRA", c.Synchronous))
+	}
+	if c.WindowEvents < 64 {
+		errs = append(errs, fmt.Errorf("relay.window_events: %d is below the minimum of 64", c.WindowEvents))
+	}
+	// A window must hold at least one largest frame, or a big commit could never be sent.
+	if c.WindowBytes < 2*MaxFrameSize {
+		errs = append(errs, fmt.Errorf("relay.window_bytes: %d is below the minimum of %d", c.WindowBytes, 2*MaxFrameSize))
+	}
+	return errors.Join(errs...)
+}

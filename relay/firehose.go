@@ -1,0 +1,229 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/aerie-social/aerie/node/xrpc"
+)
+
+const (
+	// pingInterval is how often an idle stream checks its client is alive; proxies commonly
+	// drop connections silent for 60 s.
+	pingInterval = 30 * time.Second
+	// pongTimeout is how long a client may take to answer a ping before it is dropped.
+	pongTimeout = 15 * time.Second
+	// writeTimeout bounds one batch write: a client whose TCP window stays shut this long is
+	// gone or hopelessly slow.
+	writeTimeout = 10 * time.Second
+	// clientReadLimit bounds a client frame; the server ignores client frames anyway.
+	clientReadLimit = 4096
+)
+
+// Firehose serves com.atproto.sync.subscribeRepos (atproto-reference §6.2–6.4) over
+// WebSocket from a Sequencer. Build it with NewFirehose, run it with Run and mount it at
+// /xrpc/com.atproto.sync.subscribeRepos.
+//
+// http.Server.Shutdown neither waits for nor cancels hijacked connections, so streams are
+// tied to Run's context instead: the node runs Firehose.Run with the context whose end
+// triggers Shutdown (or cancels it from http.Server.RegisterOnShutdown). When that context
+// ends, every stream sends a close frame and Run returns after all have ended.
+type Firehose struct {
+	seq *Sequencer
+	log *slog.Logger
+
+	mu sync.Mutex
+	// runCtx is Run's context while Run runs, nil otherwise. It is kept (against our usual
+	// rule) because a stream outlives its request's context once hijacked, and must be
+	// cancelled by whoever owns the server's lifetime.
+	runCtx  context.Context
+	streams sync.WaitGroup
+}
+
+// NewFirehose returns a firehose serving seq's stream. It starts no goroutine.
+func NewFirehose(seq *Sequencer, log *slog.Logger) *Firehose {
+	return &Firehose{seq: seq, log: log.With("component", "firehose")}
+}
+
+// Run accepts streams until ctx ends, then closes them all and returns nil once every stream
+// handler has returned. Before Run and after it, ServeHTTP answers 503.
+func (f *Firehose) Run(ctx context.Context) error {
+	f.mu.Lock()
+	if f.runCtx != nil {
+		f.mu.Unlock()
+		return errors.New("relay: Firehose.Run called twice")
+	}
+	f.runCtx = ctx
+	f.mu.Unlock()
+
+	<-ctx.Done()
+	f.mu.Lock()
+	f.runCtx = nil
+	f.mu.Unlock()
+	f.streams.Wait()
+	return nil
+}
+
+// ServeHTTP upgrades the request to a WebSocket and streams events. The optional cursor
+// parameter is the last seq the client processed: a malformed one is answered with 400
+// InvalidRequest before the upgrade; one in the future with an error frame FutureCursor; one
+// older than the log with #info OutdatedCursor and then the whole log; none means live only.
+func (f *Firehose) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		xrpc.WriteError(w, http.StatusMethodNotAllowed, "InvalidRequest", "subscribeRepos takes GET")
+		return
+	}
+	cursor := Live
+	if raw := r.URL.Query().Get("cursor"); raw != "" {
+		c, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || c < 0 {
+			xrpc.WriteError(w, http.StatusBadRequest, "InvalidRequest", "cursor must be a non-negative integer")
+			return
+		}
+		cursor = c
+	}
+
+	f.mu.Lock()
+	parent := f.runCtx
+	if parent != nil {
+		f.streams.Add(1)
+	}
+	f.mu.Unlock()
+	if parent == nil {
+		xrpc.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "the firehose is not running")
+		return
+	}
+	defer f.streams.Done()
+
+	cw := &corkWriter{ResponseWriter: w, timeout: writeTimeout}
+	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
+		// The stream is public data and carries no credentials, so any origin may read it.
+		InsecureSkipVerify: true,
+		// Compression would run once per subscriber per event: the CPU we save by corking.
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		f.log.Debug("websocket upgrade failed", "err", err)
+		return // Accept has answered
+	}
+	if cw.conn == nil { // a ResponseWriter whose Hijack bypassed ours: cannot happen with net/http
+		conn.CloseNow()
+		return
+	}
+	conn.SetReadLimit(clientReadLimit)
+	f.stream(parent, conn, cw.conn, cursor)
+}
+
+// stream runs one subscriber: a read loop that notices a departed client, a ping loop, and
+// the writer (this goroutine). It returns after both helpers have ended.
+func (f *Firehose) stream(parent context.Context, conn *websocket.Conn, cc *corkConn, cursor int64) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	// Connection operations use a context that shutdown does not cancel: coder/websocket
+	// closes the socket when an operation's context ends, and we want to send a close frame
+	// first. They end when the connection closes, which the writer guarantees on return.
+	connCtx := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer conn.CloseNow() // after Close below this is a no-op; it unblocks the helpers
+
+	wg.Go(func() {
+		defer cancel()
+		for {
+			_, rd, err := conn.Reader(connCtx)
+			if err != nil {
+				return
+			}
+			if _, err := io.Copy(io.Discard, rd); err != nil {
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		defer cancel()
+		t := time.NewTicker(pingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			pctx, pcancel := context.WithTimeout(connCtx, pongTimeout)
+			err := conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				return
+			}
+		}
+	})
+
+	code, reason := f.write(ctx, connCtx, conn, cc, cursor)
+	if code == broken {
+		return // the deferred CloseNow drops it: a close handshake would only wait
+	}
+	if err := conn.Close(code, reason); err != nil {
+		f.log.Debug("closing firehose stream", "err", err)
+	}
+}
+
+// broken is write's answer for a connection that failed: close it without a handshake.
+const broken websocket.StatusCode = -1
+
+// write sends events until the stream ends and returns the close code and reason.
+func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc *corkConn, cursor int64) (websocket.StatusCode, string) {
+	fail := func(name, message string) (websocket.StatusCode, string) {
+		if err := conn.Write(connCtx, websocket.MessageBinary, ErrorFrame(name, message)); err != nil {
+			return broken, ""
+		}
+		return websocket.StatusPolicyViolation, name
+	}
+	sub, err := f.seq.subscribe(cursor, true, true)
+	if errors.Is(err, ErrFutureCursor) {
+		return fail("FutureCursor", "cursor is ahead of the stream")
+	}
+	if err != nil {
+		f.log.Error("subscribing a firehose stream", "err", err, "cursor", cursor)
+		return fail("InternalError", "")
+	}
+	if sub.Outdated() {
+		msg := fmt.Sprintf("cursor %d is older than the log; starting from the oldest event", cursor)
+		if err := conn.Write(connCtx, websocket.MessageBinary, InfoFrame("OutdatedCursor", msg)); err != nil {
+			return broken, ""
+		}
+	}
+	for {
+		evs, err := sub.Next(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrConsumerTooSlow):
+			f.log.Info("cutting off a slow firehose consumer", "seq", f.seq.LastSeq())
+			return fail("ConsumerTooSlow", "stream consumer fell too far behind")
+		case ctx.Err() != nil, errors.Is(err, ErrClosed):
+			return websocket.StatusGoingAway, "server shutting down"
+		default:
+			f.log.Error("reading the relay log for a firehose stream", "err", err)
+			return fail("InternalError", "")
+		}
+		cc.cork()
+		for _, ev := range evs {
+			// Corked writes only fill a buffer; they fail only on a closed connection.
+			if err := conn.Write(connCtx, websocket.MessageBinary, ev.frame); err != nil {
+				_ = cc.flush() // the connection is failing already
+				return broken, ""
+			}
+		}
+		if err := cc.flush(); err != nil {
+			return broken, ""
+		}
+	}
+}

@@ -1,0 +1,177 @@
+package repo
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+
+	"github.com/aerie-social/aerie/node/sqlite"
+)
+
+// actor is one account's open repository file. The Store hands it out under a lease from
+// its LRU; mu serializes the account's writes, so per-DID commits (and the OnCommit hook
+// that forwards them) happen in rev order.
+type actor struct {
+	did   syntax.DID
+	db    *sqlite.DB
+	store *Store
+
+	mu  sync.Mutex
+	key atcrypto.PrivateKeyExportable // loaded on first write, guarded by mu
+	// tuned is set once the writer connection's autocheckpoint is off; walUnits
+	// estimates the WAL written since the last checkpoint request. Both guarded by mu.
+	tuned    bool
+	walUnits int
+}
+
+// WAL checkpointing. A commit on a repo of 10k records appends about 20 pages to the WAL;
+// SQLite's automatic checkpoint would copy them back (random writes and two fsyncs, tens of
+// milliseconds on a small VM) inside whichever commit crosses the threshold. Instead the
+// writer's autocheckpoint is off and Store.Run checkpoints in the background, PASSIVE, on
+// a reader connection, so commits never wait for it.
+const (
+	// checkpointEvery is how many units of WAL (a commit, plus one per 4 ops) make a
+	// checkpoint request: about 5 MiB of WAL for single-record commits.
+	checkpointEvery = 64
+	// checkpointInline is the backlog at which the writer checkpoints itself because
+	// requests are not being served (Run not running or far behind).
+	checkpointInline = 4 * checkpointEvery
+)
+
+// tuneWriter turns off the writer connection's automatic checkpoint, once per open file.
+// a.mu must be held.
+func (a *actor) tuneWriter(ctx context.Context, tx *sql.Tx) error {
+	if a.tuned {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0"); err != nil {
+		return fmt.Errorf("tune writer: %w", err)
+	}
+	a.tuned = true
+	return nil
+}
+
+// noteCommit accounts for a commit of ops operations and asks Store.Run for a checkpoint
+// when enough WAL has built up. It returns true when the caller must checkpoint inline.
+// a.mu must be held.
+func (a *actor) noteCommit(ops int) bool {
+	a.walUnits += 1 + ops/4
+	if a.walUnits < checkpointEvery {
+		return false
+	}
+	select {
+	case a.store.checkpoints <- a.did:
+		a.walUnits = 0
+		return false
+	default:
+	}
+	if a.walUnits >= checkpointInline {
+		a.walUnits = 0
+		return true
+	}
+	return false
+}
+
+// checkpoint copies the WAL back into the database file without blocking writers: a
+// PASSIVE checkpoint on a reader connection.
+func (a *actor) checkpoint(ctx context.Context) error {
+	err := a.db.Read(ctx, func(tx *sql.Tx) error {
+		var busy, log, done int
+		return tx.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", a.did, err)
+	}
+	return nil
+}
+
+// Close closes the actor's SQLite file; the LRU calls it once the last lease has ended.
+func (a *actor) Close() error { return a.db.Close() }
+
+// signingKey returns the actor's key, reading the key file on first use: reads never need
+// it, so an LRU miss on the read path does not pay for it. a.mu must be held.
+func (a *actor) signingKey() (atcrypto.PrivateKeyExportable, error) {
+	if a.key != nil {
+		return a.key, nil
+	}
+	key, err := a.store.readKeyFile(a.did)
+	if err != nil {
+		return nil, err
+	}
+	a.key = key
+	return key, nil
+}
+
+// head is the repository's current state: the signed commit and the tree it names.
+type head struct {
+	commit cid.Cid
+	rev    syntax.TID
+	data   cid.Cid
+}
+
+// readHead returns the root row. A file without one is a repo whose creation never
+// finished, which Create's rename makes impossible, so it reads as missing.
+func readHead(ctx context.Context, tx *sql.Tx) (head, error) {
+	var commitRaw, dataRaw []byte
+	var rev string
+	err := tx.QueryRowContext(ctx, "SELECT commit_cid, rev, data_cid FROM root WHERE id = 1").Scan(&commitRaw, &rev, &dataRaw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return head{}, ErrRepoNotFound
+	}
+	if err != nil {
+		return head{}, fmt.Errorf("read head: %w", err)
+	}
+	h := head{rev: syntax.TID(rev)}
+	if h.commit, err = cid.Cast(commitRaw); err != nil {
+		return head{}, fmt.Errorf("read head commit: %w", err)
+	}
+	if h.data, err = cid.Cast(dataRaw); err != nil {
+		return head{}, fmt.Errorf("read head data: %w", err)
+	}
+	return h, nil
+}
+
+// txBlocks reads blocks inside one transaction, so the MST sees exactly the snapshot (or
+// the pending writes) of the transaction that uses it.
+type txBlocks struct {
+	tx   *sql.Tx
+	stmt *sql.Stmt
+}
+
+// ReadBlock returns the block stored under c, or an error wrapping ErrBlockNotFound.
+func (r *txBlocks) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
+	if r.stmt == nil {
+		stmt, err := r.tx.PrepareContext(ctx, "SELECT data FROM blocks WHERE cid = ?")
+		if err != nil {
+			return nil, fmt.Errorf("read block %s: %w", c, err)
+		}
+		r.stmt = stmt
+	}
+	var data []byte
+	err := r.stmt.QueryRowContext(ctx, c.Bytes()).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("read block %s: %w", c, ErrBlockNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read block %s: %w", c, err)
+	}
+	return data, nil
+}
+
+// read runs fn in a read transaction on the actor's file.
+func (a *actor) read(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := a.db.Read(ctx, fn); err != nil {
+		return fmt.Errorf("repo %s: %w", a.did, err)
+	}
+	return nil
+}
+
+// revInt is the integer form of a TID as stored in rev columns; TIDs keep the top bit
+// zero, so it fits SQLite's signed 64-bit integers and sorts like the string form.
+func revInt(rev syntax.TID) int64 { return int64(rev.Integer()) }

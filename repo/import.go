@@ -1,0 +1,167 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+)
+
+// carBlocks serves the blocks of a loaded CAR to the MST.
+type carBlocks struct{ f *CARFile }
+
+// ReadBlock returns the block c, or an error wrapping ErrBlockNotFound.
+func (cb carBlocks) ReadBlock(_ context.Context, c cid.Cid) ([]byte, error) {
+	data, ok := cb.f.Get(c)
+	if !ok {
+		return nil, fmt.Errorf("read block %s: %w", c, ErrBlockNotFound)
+	}
+	return data, nil
+}
+
+// importedRecord is one record of a repo being imported.
+type importedRecord struct {
+	collection syntax.NSID
+	rkey       syntax.RecordKey
+	rec        *Record
+}
+
+// Import creates did's repository from a full repo CAR exported by another PDS (account
+// migration). The commit must name did and carry a valid signature by verifyKey; the tree
+// must be canonical (rebuilt from its keys it gives the same root) and every record it
+// names must be in the CAR and decode as a record. The commit is stored as it is, so the
+// repo keeps its rev and root CID; signingKey signs this repo's future commits.
+//
+// It returns ErrRepoExists, ErrInvalidCAR, ErrTooLarge (CAR limits), ErrInvalidCommit,
+// ErrBadSignature or ErrInvalidRecord. The returned event has no ops and carries only the
+// commit block: what a #sync event announces.
+func (s *Store) Import(ctx context.Context, did syntax.DID, r io.Reader, verifyKey atcrypto.PublicKey, signingKey atcrypto.PrivateKeyExportable) (*CommitEvent, error) {
+	ev, err := s.importCAR(ctx, did, r, verifyKey, signingKey)
+	if err != nil {
+		return nil, fmt.Errorf("import repo %s: %w", did, err)
+	}
+	return ev, nil
+}
+
+func (s *Store) importCAR(ctx context.Context, did syntax.DID, r io.Reader, verifyKey atcrypto.PublicKey, signingKey atcrypto.PrivateKeyExportable) (*CommitEvent, error) {
+	car, err := ReadCAR(r, DefaultCARLimits())
+	if err != nil {
+		return nil, err
+	}
+	if len(car.Roots) == 0 {
+		return nil, fmt.Errorf("%w: no root", ErrInvalidCAR)
+	}
+	blocks := carBlocks{car}
+	commitCID := car.Roots[0]
+	commitBytes, err := blocks.ReadBlock(ctx, commitCID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: commit: %w", ErrInvalidCAR, err)
+	}
+	commit, err := DecodeCommit(commitBytes)
+	if err != nil {
+		return nil, err
+	}
+	if commit.DID != did {
+		return nil, fmt.Errorf("%w: commit is for %s", ErrInvalidCommit, commit.DID)
+	}
+	if err := commit.Verify(verifyKey); err != nil {
+		return nil, err
+	}
+
+	// Read every entry of the tree as given, then rebuild it from the keys alone: equal
+	// roots prove the given tree is the canonical one for those records.
+	src := NewTree(blocks, nil, commit.Data)
+	var records []importedRecord
+	rebuilt := NewTree(blocks, nil, cid.Undef)
+	err = src.Walk(ctx, "", false, func(key string, val cid.Cid) error {
+		collection, rkey, err := splitPath(key)
+		if err != nil {
+			return err
+		}
+		data, err := blocks.ReadBlock(ctx, val)
+		if err != nil {
+			return fmt.Errorf("%w: record %s: %w", ErrInvalidCAR, key, err)
+		}
+		rec, err := RecordFromCBOR(data)
+		if err != nil {
+			return fmt.Errorf("record %s: %w", key, err)
+		}
+		if rec.CID != val {
+			return fmt.Errorf("%w: record %s hashes to %s, not %s", ErrInvalidCAR, key, rec.CID, val)
+		}
+		records = append(records, importedRecord{collection: collection, rkey: rkey, rec: rec})
+		return rebuilt.Put(ctx, key, val)
+	})
+	if err != nil {
+		return nil, err
+	}
+	delta, err := rebuilt.Flush(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild tree: %w", err)
+	}
+	if delta.Root != commit.Data {
+		return nil, fmt.Errorf("%w: tree rebuilt from its records has root %s, commit names %s", ErrInvalidCommit, delta.Root, commit.Data)
+	}
+
+	ev := &CommitEvent{DID: did, Rev: commit.Rev, Commit: commitCID, Data: commit.Data}
+	var buf bytes.Buffer
+	if err := WriteCARHeader(&buf, commitCID); err != nil {
+		return nil, err
+	}
+	if err := WriteCARBlock(&buf, commitCID, commitBytes); err != nil {
+		return nil, err
+	}
+	ev.Blocks = buf.Bytes()
+
+	var exclusiveErr error
+	err = s.exclusive(ctx, did, func() error {
+		_, exclusiveErr = s.buildActor(ctx, did, signingKey, func(a *actor) (*CommitEvent, error) {
+			return nil, a.db.Write(ctx, func(tx *sql.Tx) error {
+				return storeImport(ctx, tx, commit.Rev, commitCID, commitBytes, commit.Data, delta.NewBlocks, records)
+			})
+		})
+		return exclusiveErr
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// storeImport writes an imported repo into a fresh actor file.
+func storeImport(ctx context.Context, tx *sql.Tx, rev syntax.TID, commitCID cid.Cid, commitBytes []byte, data cid.Cid, nodes []Block, records []importedRecord) error {
+	ct := &commitTx{ctx: ctx, tx: tx, rev: rev, revInt: revInt(rev)}
+	if err := ct.putBlock(commitCID, commitBytes); err != nil {
+		return err
+	}
+	for _, b := range nodes {
+		if err := ct.putBlock(b.CID, b.Data); err != nil {
+			return err
+		}
+	}
+	for _, r := range records {
+		if err := ct.addRecord(r.collection, r.rkey, r.rec, false); err != nil {
+			return err
+		}
+	}
+	err := ct.exec("INSERT INTO root (id, commit_cid, rev, data_cid) VALUES (1, ?, ?, ?)",
+		commitCID.Bytes(), string(rev), data.Bytes())
+	if err != nil {
+		return fmt.Errorf("set head: %w", err)
+	}
+	return nil
+}
+
+// splitPath parses an MST key into its collection and record key.
+func splitPath(key string) (syntax.NSID, syntax.RecordKey, error) {
+	collection, rkey, err := syntax.ParseRepoPath(key)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: key %q: %w", ErrInvalidCAR, key, err)
+	}
+	return collection, rkey, nil
+}

@@ -1,0 +1,665 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+)
+
+// Limits on one commit, as the reference PDS enforces them (atproto-reference §5.4).
+const (
+	// MaxWrites is the most writes one ApplyWrites call may carry.
+	MaxWrites = 200
+	// MaxCommitBlocks is the largest CAR slice a commit may produce: the firehose frame
+	// limit, above which consumers would see tooBig.
+	MaxCommitBlocks = 2_000_000
+)
+
+// Action is what a write or a firehose op does to one record path.
+type Action string
+
+// The three actions of com.atproto.repo.applyWrites and of #commit ops.
+const (
+	ActionCreate Action = "create"
+	ActionUpdate Action = "update"
+	ActionDelete Action = "delete"
+)
+
+// Write is one record operation of ApplyWrites.
+type Write struct {
+	Action     Action
+	Collection syntax.NSID
+	// RKey may be empty on create: a fresh TID is used.
+	RKey syntax.RecordKey
+	// Record is the new value for create and update; nil for delete.
+	Record *Record
+	// SwapRecord, when set, is the CID the record must have now; a pointer to cid.Undef
+	// means the record must not exist. A mismatch fails the batch with ErrInvalidSwap.
+	SwapRecord *cid.Cid
+}
+
+// WriteOpts are the per-call options of ApplyWrites.
+type WriteOpts struct {
+	// SwapCommit, when set, is the commit CID the repo head must have now.
+	SwapCommit *cid.Cid
+	// Validate says how records are checked against their lexicons.
+	Validate ValidationMode
+	// OnCommit, when set, is called with the event after the transaction commits and
+	// before the repo's write lock is released, so the caller can sequence events in rev
+	// order. It must not call back into the Store for the same DID. The commit is
+	// durable whatever OnCommit returns.
+	OnCommit func(*CommitEvent) error
+}
+
+// Op is one record change of a commit, as a #commit firehose op.
+type Op struct {
+	Action Action
+	// Path is <collection>/<rkey>.
+	Path string
+	// CID is the new value (cid.Undef for delete).
+	CID cid.Cid
+	// Prev is the value before the commit (cid.Undef for create).
+	Prev cid.Cid
+}
+
+// WriteResult is the outcome of one write, in input order.
+type WriteResult struct {
+	// URI and CID are set for create and update.
+	URI syntax.ATURI
+	CID cid.Cid
+	// ValidationStatus is "valid" or "unknown" for create and update, empty for delete.
+	ValidationStatus string
+}
+
+// CommitEvent describes one commit: what the relay needs for a #commit message and what
+// the XRPC handlers answer.
+type CommitEvent struct {
+	DID syntax.DID
+	Rev syntax.TID
+	// Since is the previous commit's rev; empty for the genesis commit.
+	Since syntax.TID
+	// Commit is the new commit's CID.
+	Commit cid.Cid
+	// PrevData is the previous commit's tree root; cid.Undef for the genesis commit.
+	PrevData cid.Cid
+	// Data is the new tree root.
+	Data cid.Cid
+	Ops  []Op
+	// Blocks is a CAR slice whose first root is the commit: the commit, every new MST
+	// node, the unchanged nodes inversion needs, and every new record value.
+	Blocks []byte
+	// BlobsAdded are blobs no record referenced before this commit; BlobsRemoved are
+	// blobs no record references after it.
+	BlobsAdded   []cid.Cid
+	BlobsRemoved []cid.Cid
+	Results      []WriteResult
+	// NoChange is true when every write left its record as it was (an update to the same
+	// value): no commit was made, Rev, Commit and Data are the current head, Blocks is
+	// empty, and OnCommit was not called.
+	NoChange bool
+}
+
+// preparedWrite is a Write after the checks that need no lock.
+type preparedWrite struct {
+	Write
+	path   string
+	status string
+}
+
+// ApplyWrites applies writes to did's repo as one signed commit in one SQLite
+// transaction: all of them or none. It returns ErrRepoNotFound, ErrInvalidWrite (more than
+// MaxWrites, a path twice, a missing record value), ErrInvalidRecord (lexicon), ErrRecordExists
+// (create of a present path), ErrRecordNotFound (update or delete of a missing one),
+// ErrInvalidSwap, or ErrTooLarge when the commit's blocks exceed MaxCommitBlocks.
+//
+// When OnCommit fails, ApplyWrites returns the event together with the wrapped error.
+func (s *Store) ApplyWrites(ctx context.Context, did syntax.DID, writes []Write, opts WriteOpts) (*CommitEvent, error) {
+	prepared, err := s.prepareWrites(writes, opts.Validate)
+	if err != nil {
+		return nil, fmt.Errorf("apply writes to %s: %w", did, err)
+	}
+	var ev *CommitEvent
+	err = s.withActor(ctx, did, func(a *actor) error {
+		inline, err := a.applyWrites(ctx, prepared, opts, &ev)
+		if inline {
+			// Run is not keeping up (or not running): bound the WAL here, after the
+			// repo's lock is released so the next writer is not held up.
+			if cerr := a.checkpoint(ctx); cerr != nil {
+				s.log.Warn("checkpoint", "did", did, "err", cerr)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return ev, fmt.Errorf("apply writes to %s: %w", did, err)
+	}
+	return ev, nil
+}
+
+// applyWrites commits under the repo's lock and runs OnCommit before releasing it. It
+// reports whether the caller should checkpoint the WAL itself.
+func (a *actor) applyWrites(ctx context.Context, prepared []preparedWrite, opts WriteOpts, evp **CommitEvent) (inline bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key, err := a.signingKey()
+	if err != nil {
+		return false, err
+	}
+	var ev *CommitEvent
+	err = a.db.Write(ctx, func(tx *sql.Tx) error {
+		if err := a.tuneWriter(ctx, tx); err != nil {
+			return err
+		}
+		var err error
+		ev, err = a.commitWrites(ctx, tx, key, prepared, opts.SwapCommit)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	*evp = ev
+	if ev.NoChange {
+		return false, nil
+	}
+	inline = a.noteCommit(len(ev.Ops))
+	if opts.OnCommit != nil {
+		if err := opts.OnCommit(ev); err != nil {
+			return inline, fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, err)
+		}
+	}
+	return inline, nil
+}
+
+// prepareWrites checks everything that needs no lock or transaction, so lexicon
+// validation of a batch runs in parallel with other writers of the same repo.
+func (s *Store) prepareWrites(writes []Write, mode ValidationMode) ([]preparedWrite, error) {
+	if len(writes) > MaxWrites {
+		return nil, fmt.Errorf("%w: %d writes, at most %d per commit", ErrInvalidWrite, len(writes), MaxWrites)
+	}
+	out := make([]preparedWrite, len(writes))
+	seen := make(map[string]struct{}, len(writes))
+	for i, w := range writes {
+		if _, err := syntax.ParseNSID(string(w.Collection)); err != nil {
+			return nil, fmt.Errorf("%w: write %d: %w", ErrInvalidWrite, i, err)
+		}
+		if w.RKey == "" {
+			if w.Action != ActionCreate {
+				return nil, fmt.Errorf("%w: write %d: %s needs a record key", ErrInvalidWrite, i, w.Action)
+			}
+			w.RKey = syntax.RecordKey(s.clock.Next("").String())
+		}
+		if _, err := syntax.ParseRecordKey(string(w.RKey)); err != nil {
+			return nil, fmt.Errorf("%w: write %d: %w", ErrInvalidWrite, i, err)
+		}
+		p := preparedWrite{Write: w, path: string(w.Collection) + "/" + string(w.RKey)}
+		if _, dup := seen[p.path]; dup {
+			return nil, fmt.Errorf("%w: %s written twice in one commit", ErrInvalidWrite, p.path)
+		}
+		seen[p.path] = struct{}{}
+		switch w.Action {
+		case ActionCreate, ActionUpdate:
+			if w.Record == nil {
+				return nil, fmt.Errorf("%w: %s %s without a record", ErrInvalidWrite, w.Action, p.path)
+			}
+			if w.Record.Type != string(w.Collection) {
+				return nil, fmt.Errorf("%w: %s: $type %q is not the collection", ErrInvalidRecord, p.path, w.Record.Type)
+			}
+			status, err := s.validator.ValidateRecord(w.Collection, w.Record.Data, mode)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p.path, err)
+			}
+			p.status = status
+		case ActionDelete:
+			if w.Record != nil {
+				return nil, fmt.Errorf("%w: delete %s with a record", ErrInvalidWrite, p.path)
+			}
+		default:
+			return nil, fmt.Errorf("%w: write %d: unknown action %q", ErrInvalidWrite, i, w.Action)
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// blobState tracks whether a blob was referenced before the commit, to report it as added
+// or removed once all writes are applied.
+type blobState struct {
+	had bool
+}
+
+// commitTx is the work shared by every kind of commit inside one write transaction.
+type commitTx struct {
+	ctx      context.Context
+	tx       *sql.Tx
+	did      syntax.DID
+	rev      syntax.TID
+	revInt   int64
+	blobs    map[cid.Cid]*blobState
+	blobList []cid.Cid // first-touch order, so events are deterministic
+	records  []Block   // new record values for the CAR slice
+	stmts    map[string]*sql.Stmt
+}
+
+// stmt returns q prepared once per transaction: a batch runs the same few statements for
+// every write and every tree node, and SQLite's parser is a visible part of a commit.
+// The transaction closes them when it ends.
+func (ct *commitTx) stmt(q string) (*sql.Stmt, error) {
+	if st, ok := ct.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := ct.tx.PrepareContext(ct.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if ct.stmts == nil {
+		ct.stmts = make(map[string]*sql.Stmt)
+	}
+	ct.stmts[q] = st
+	return st, nil
+}
+
+// exec runs q with args through the transaction's statement cache.
+func (ct *commitTx) exec(q string, args ...any) error {
+	st, err := ct.stmt(q)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(ct.ctx, args...)
+	return err
+}
+
+// queryRow runs q with args through the transaction's statement cache and scans one row.
+func (ct *commitTx) queryRow(q string, args []any, dest ...any) error {
+	st, err := ct.stmt(q)
+	if err != nil {
+		return err
+	}
+	return st.QueryRowContext(ct.ctx, args...).Scan(dest...)
+}
+
+// commitWrites applies prepared writes on top of the current head, signs the new commit
+// and stores everything in tx.
+func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, key atcrypto.PrivateKey, writes []preparedWrite, swapCommit *cid.Cid) (*CommitEvent, error) {
+	h, err := readHead(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	if swapCommit != nil && *swapCommit != h.commit {
+		return nil, fmt.Errorf("%w: head is %s, not %s", ErrInvalidSwap, h.commit, *swapCommit)
+	}
+	ct := &commitTx{ctx: ctx, tx: tx, did: a.did, rev: a.store.clock.Next(h.rev)}
+	ct.revInt = revInt(ct.rev)
+	tree := NewTree(&txBlocks{tx: tx}, a.store.nodes, h.data)
+	ev := &CommitEvent{
+		DID:      a.did,
+		Rev:      ct.rev,
+		Since:    h.rev,
+		PrevData: h.data,
+		Ops:      make([]Op, 0, len(writes)),
+		Results:  make([]WriteResult, len(writes)),
+	}
+	keys := make([]string, 0, len(writes))
+	for i, w := range writes {
+		prev, err := tree.Get(ctx, w.path)
+		if err != nil && !errors.Is(err, ErrRecordNotFound) {
+			return nil, fmt.Errorf("look up %s: %w", w.path, err)
+		}
+		if err := checkSwap(w, prev); err != nil {
+			return nil, err
+		}
+		if w.Action == ActionUpdate && prev == w.Record.CID {
+			// Same value: nothing changes, and a #commit op whose cid equals its prev is
+			// invalid for consumers, so the write only reports its result.
+			ev.Results[i] = a.result(w)
+			continue
+		}
+		op := Op{Action: w.Action, Path: w.path, Prev: prev}
+		// The old value goes first: an update to a value sharing blobs or subjects with
+		// the old one must end with those links present.
+		if prev.Defined() {
+			if err := ct.dropRecordValue(w.Collection, w.RKey, prev); err != nil {
+				return nil, err
+			}
+		}
+		if w.Action != ActionDelete {
+			op.CID = w.Record.CID
+			if err := tree.Put(ctx, w.path, w.Record.CID); err != nil {
+				return nil, fmt.Errorf("put %s: %w", w.path, err)
+			}
+			if err := ct.addRecord(w.Collection, w.RKey, w.Record, prev.Defined()); err != nil {
+				return nil, err
+			}
+			ev.Results[i] = a.result(w)
+		} else {
+			if err := tree.Delete(ctx, w.path); err != nil {
+				return nil, fmt.Errorf("delete %s: %w", w.path, err)
+			}
+			if err := ct.exec("DELETE FROM records WHERE collection = ? AND rkey = ?", string(w.Collection), string(w.RKey)); err != nil {
+				return nil, fmt.Errorf("delete record %s: %w", w.path, err)
+			}
+		}
+		ev.Ops = append(ev.Ops, op)
+		keys = append(keys, w.path)
+	}
+	if len(ev.Ops) == 0 && len(writes) > 0 {
+		ev.NoChange = true
+		ev.Rev, ev.Commit, ev.Data = h.rev, h.commit, h.data
+		return ev, nil
+	}
+	if err := ct.finish(tree, keys, key, h, ev); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// putBlock stores a block that is not a record value (an MST node or a commit). A block
+// already present keeps its row: same CID, same bytes.
+func (ct *commitTx) putBlock(c cid.Cid, data []byte) error {
+	err := ct.exec("INSERT INTO blocks (cid, rev, refs, data) VALUES (?, ?, 0, ?) ON CONFLICT (cid) DO NOTHING",
+		c.Bytes(), ct.revInt, data)
+	if err != nil {
+		return fmt.Errorf("store block %s: %w", c, err)
+	}
+	return nil
+}
+
+// result is the answer to a create or update.
+func (a *actor) result(w preparedWrite) WriteResult {
+	return WriteResult{
+		URI:              syntax.ATURI("at://" + string(a.did) + "/" + w.path),
+		CID:              w.Record.CID,
+		ValidationStatus: w.status,
+	}
+}
+
+// checkSwap applies a write's swap and existence rules against the path's current value.
+func checkSwap(w preparedWrite, prev cid.Cid) error {
+	if w.SwapRecord != nil && *w.SwapRecord != prev {
+		if prev.Defined() {
+			return fmt.Errorf("%w: %s is %s", ErrInvalidSwap, w.path, prev)
+		}
+		return fmt.Errorf("%w: %s does not exist", ErrInvalidSwap, w.path)
+	}
+	switch {
+	case w.Action == ActionCreate && prev.Defined():
+		return fmt.Errorf("%s: %w", w.path, ErrRecordExists)
+	case w.Action != ActionCreate && !prev.Defined():
+		return fmt.Errorf("%s: %w", w.path, ErrRecordNotFound)
+	}
+	return nil
+}
+
+// addRecord stores a record value and indexes it under collection/rkey. replace says the
+// path already has a row (an update).
+func (ct *commitTx) addRecord(collection syntax.NSID, rkey syntax.RecordKey, rec *Record, replace bool) error {
+	// A value shared by several records is stored once and counted.
+	err := ct.exec(
+		"INSERT INTO blocks (cid, rev, refs, data) VALUES (?, ?, 1, ?) ON CONFLICT (cid) DO UPDATE SET refs = refs + 1",
+		rec.CID.Bytes(), ct.revInt, rec.CBOR)
+	if err != nil {
+		return fmt.Errorf("store record %s/%s: %w", collection, rkey, err)
+	}
+	ct.records = append(ct.records, Block{CID: rec.CID, Data: rec.CBOR})
+	if replace {
+		err = ct.exec("UPDATE records SET cid = ?, rev = ? WHERE collection = ? AND rkey = ?",
+			rec.CID.Bytes(), ct.revInt, string(collection), string(rkey))
+	} else {
+		err = ct.exec("INSERT INTO records (collection, rkey, cid, rev) VALUES (?, ?, ?, ?)",
+			string(collection), string(rkey), rec.CID.Bytes(), ct.revInt)
+	}
+	if err != nil {
+		return fmt.Errorf("index record %s/%s: %w", collection, rkey, err)
+	}
+	return ct.indexLinks(collection, rkey, rec.Data, true)
+}
+
+// dropRecordValue releases the value a path had before this commit: its blob references
+// and backlinks go, and its block goes when no other record uses it.
+func (ct *commitTx) dropRecordValue(collection syntax.NSID, rkey syntax.RecordKey, prev cid.Cid) error {
+	var refs int64
+	var data []byte
+	err := ct.queryRow("UPDATE blocks SET refs = refs - 1 WHERE cid = ? RETURNING refs, data", []any{prev.Bytes()}, &refs, &data)
+	if err != nil {
+		return fmt.Errorf("release record %s/%s value %s: %w", collection, rkey, prev, err)
+	}
+	if refs <= 0 {
+		if err := ct.exec("DELETE FROM blocks WHERE cid = ?", prev.Bytes()); err != nil {
+			return fmt.Errorf("delete record block %s: %w", prev, err)
+		}
+	}
+	old, err := RecordFromCBOR(data)
+	if err != nil {
+		return fmt.Errorf("decode old value of %s/%s: %w", collection, rkey, err)
+	}
+	return ct.indexLinks(collection, rkey, old.Data, false)
+}
+
+// indexLinks adds (add) or removes the blob references and backlinks of one record value.
+func (ct *commitTx) indexLinks(collection syntax.NSID, rkey syntax.RecordKey, data map[string]any, add bool) error {
+	for _, b := range BlobRefs(data) {
+		if err := ct.touchBlob(b); err != nil {
+			return err
+		}
+		var err error
+		if add {
+			err = ct.exec("INSERT INTO blob_refs (blob, collection, rkey) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+				b.Bytes(), string(collection), string(rkey))
+		} else {
+			err = ct.exec("DELETE FROM blob_refs WHERE blob = ? AND collection = ? AND rkey = ?",
+				b.Bytes(), string(collection), string(rkey))
+		}
+		if err != nil {
+			return fmt.Errorf("index blob %s of %s/%s: %w", b, collection, rkey, err)
+		}
+	}
+	for _, subject := range backlinkSubjects(data) {
+		var err error
+		if add {
+			err = ct.exec("INSERT INTO backlinks (subject, collection, rkey) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+				subject, string(collection), string(rkey))
+		} else {
+			err = ct.exec("DELETE FROM backlinks WHERE subject = ? AND collection = ? AND rkey = ?",
+				subject, string(collection), string(rkey))
+		}
+		if err != nil {
+			return fmt.Errorf("index backlink of %s/%s: %w", collection, rkey, err)
+		}
+	}
+	return nil
+}
+
+// touchBlob records, the first time a commit touches blob b, whether any record
+// referenced it before the commit.
+func (ct *commitTx) touchBlob(b cid.Cid) error {
+	if _, ok := ct.blobs[b]; ok {
+		return nil
+	}
+	had, err := ct.blobReferenced(b)
+	if err != nil {
+		return err
+	}
+	if ct.blobs == nil {
+		ct.blobs = make(map[cid.Cid]*blobState)
+	}
+	ct.blobs[b] = &blobState{had: had}
+	ct.blobList = append(ct.blobList, b)
+	return nil
+}
+
+// blobReferenced reports whether any record references blob b.
+func (ct *commitTx) blobReferenced(b cid.Cid) (bool, error) {
+	return blobReferenced(ct.queryRow, b)
+}
+
+// blobReferenced reports whether any record references blob b, querying through q.
+func blobReferenced(q func(query string, args []any, dest ...any) error, b cid.Cid) (bool, error) {
+	var one int
+	err := q("SELECT 1 FROM blob_refs WHERE blob = ? LIMIT 1", []any{b.Bytes()}, &one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up blob %s: %w", b, err)
+	}
+	return true, nil
+}
+
+// finish flushes the tree, removes unreachable nodes and the previous commit, signs and
+// stores the new commit, moves the head and fills ev's commit, blocks and blob lists.
+func (ct *commitTx) finish(tree *Tree, keys []string, key atcrypto.PrivateKey, prev head, ev *CommitEvent) error {
+	delta, err := tree.Flush(ct.ctx)
+	if err != nil {
+		return fmt.Errorf("flush tree: %w", err)
+	}
+	// Inversion proof nodes come from the new tree, before its blocks are stored: the
+	// tree may still need to read unchanged ones.
+	inversion, err := tree.InversionBlocks(ct.ctx, keys)
+	if err != nil {
+		return fmt.Errorf("collect inversion blocks: %w", err)
+	}
+	// refs = 0 guards record values: only MST nodes and commits are removed by CID.
+	for _, c := range delta.Removed {
+		if err := ct.exec("DELETE FROM blocks WHERE cid = ? AND refs = 0", c.Bytes()); err != nil {
+			return fmt.Errorf("delete node %s: %w", c, err)
+		}
+	}
+	if prev.commit.Defined() {
+		if err := ct.exec("DELETE FROM blocks WHERE cid = ? AND refs = 0", prev.commit.Bytes()); err != nil {
+			return fmt.Errorf("delete previous commit %s: %w", prev.commit, err)
+		}
+	}
+	for _, b := range delta.NewBlocks {
+		if err := ct.putBlock(b.CID, b.Data); err != nil {
+			return err
+		}
+	}
+
+	commitCID, commitBytes, err := signCommit(ct.did, ct.rev, delta.Root, key)
+	if err != nil {
+		return err
+	}
+	if err := ct.putBlock(commitCID, commitBytes); err != nil {
+		return err
+	}
+	err = ct.exec(
+		"INSERT INTO root (id, commit_cid, rev, data_cid) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET commit_cid = excluded.commit_cid, rev = excluded.rev, data_cid = excluded.data_cid",
+		commitCID.Bytes(), string(ct.rev), delta.Root.Bytes())
+	if err != nil {
+		return fmt.Errorf("move head: %w", err)
+	}
+
+	for _, b := range ct.blobList {
+		has, err := ct.blobReferenced(b)
+		if err != nil {
+			return err
+		}
+		switch had := ct.blobs[b].had; {
+		case has && !had:
+			ev.BlobsAdded = append(ev.BlobsAdded, b)
+		case had && !has:
+			ev.BlobsRemoved = append(ev.BlobsRemoved, b)
+		}
+	}
+
+	ev.Commit = commitCID
+	ev.Data = delta.Root
+	ev.Blocks, err = commitSlice(commitCID, commitBytes, delta.NewBlocks, inversion, ct.records)
+	if err != nil {
+		return err
+	}
+	if len(ev.Blocks) > MaxCommitBlocks {
+		return fmt.Errorf("%w: commit blocks are %d bytes, at most %d", ErrTooLarge, len(ev.Blocks), MaxCommitBlocks)
+	}
+	return nil
+}
+
+// signCommit builds, signs and encodes the repo v3 commit naming data.
+func signCommit(did syntax.DID, rev syntax.TID, data cid.Cid, key atcrypto.PrivateKey) (cid.Cid, []byte, error) {
+	c := Commit{DID: did, Version: CommitVersion, Data: data, Rev: rev}
+	if err := c.Sign(key); err != nil {
+		return cid.Undef, nil, fmt.Errorf("sign commit: %w", err)
+	}
+	raw, c2, err := c.Encode()
+	if err != nil {
+		return cid.Undef, nil, fmt.Errorf("encode commit: %w", err)
+	}
+	return c2, raw, nil
+}
+
+// commitSlice writes the CAR slice of a commit: the commit first (it is the root), then
+// each other block once.
+func commitSlice(commitCID cid.Cid, commit []byte, groups ...[]Block) ([]byte, error) {
+	var buf bytes.Buffer
+	size := len(commit) + 64
+	for _, g := range groups {
+		for _, b := range g {
+			size += len(b.Data) + 48
+		}
+	}
+	buf.Grow(size)
+	if err := WriteCARHeader(&buf, commitCID); err != nil {
+		return nil, err
+	}
+	if err := WriteCARBlock(&buf, commitCID, commit); err != nil {
+		return nil, err
+	}
+	seen := make(map[cid.Cid]struct{}, size/256)
+	seen[commitCID] = struct{}{}
+	for _, g := range groups {
+		for _, b := range g {
+			if _, ok := seen[b.CID]; ok {
+				continue
+			}
+			seen[b.CID] = struct{}{}
+			if err := WriteCARBlock(&buf, b.CID, b.Data); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// genesis writes the first commit of a new repo: an empty tree under a signed commit.
+func (a *actor) genesis(ctx context.Context, key atcrypto.PrivateKey) (*CommitEvent, error) {
+	var ev *CommitEvent
+	err := a.db.Write(ctx, func(tx *sql.Tx) error {
+		ct := &commitTx{ctx: ctx, tx: tx, did: a.did, rev: a.store.clock.Next("")}
+		ct.revInt = revInt(ct.rev)
+		ev = &CommitEvent{DID: a.did, Rev: ct.rev}
+		tree := NewTree(&txBlocks{tx: tx}, a.store.nodes, cid.Undef)
+		return ct.finish(tree, nil, key, head{}, ev)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// backlinkSubjects returns what a record value points at, for the backlinks table: the
+// subject of likes, reposts, follows, blocks and list items (a DID string or a strong ref's
+// uri) and the parent of a reply.
+func backlinkSubjects(data map[string]any) []string {
+	var out []string
+	switch v := data["subject"].(type) {
+	case string:
+		out = append(out, v)
+	case map[string]any:
+		if uri, ok := v["uri"].(string); ok {
+			out = append(out, uri)
+		}
+	}
+	if reply, ok := data["reply"].(map[string]any); ok {
+		if parent, ok := reply["parent"].(map[string]any); ok {
+			if uri, ok := parent["uri"].(string); ok {
+				out = append(out, uri)
+			}
+		}
+	}
+	return out
+}
