@@ -80,7 +80,6 @@ func verifyEvent(t testing.TB, ev *CommitEvent, key atcrypto.PrivateKey) {
 	}
 }
 
-
 func TestApplyWritesCreateUpdateDelete(t *testing.T) {
 	t.Parallel()
 	s, _ := openTestStore(t, StoreConfig{})
