@@ -15,12 +15,8 @@ import (
 // per-DID seq order is rev order, and returns only once the event is in the log: a write is
 // acknowledged after its event is durable.
 func (n *Node) sequenceCommit(ctx context.Context, ce *repo.CommitEvent) error {
-	ev, err := relay.NewCommit(ce)
-	if err != nil {
-		return err
-	}
 	// The commit is durable already; finish sequencing it even if the client went away.
-	_, err = n.seq.Submit(context.WithoutCancel(ctx), ev)
+	_, err := n.seq.Submit(context.WithoutCancel(ctx), relay.NewCommit(ce))
 	if err != nil {
 		return fmt.Errorf("sequence commit %s of %s: %w", ce.Rev, ce.DID, err)
 	}
@@ -45,7 +41,11 @@ func (n *Node) repairAfterCrash(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read shutdown state: %w", err)
 	}
-	if clean == "1" {
+	switch clean {
+	case "1":
+		return nil
+	case "":
+		// A data dir this version has never run on: nothing was written before.
 		return nil
 	}
 	var dids []string

@@ -87,12 +87,12 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	n.mail = &mailer{cfg: cfg.Email, log: log}
 	repoCfg := cfg.Repo
 	repoCfg.Synchronous = cfg.DB.Synchronous
-	if n.repos, err = repo.Open(ctx, cfg.DataDir, repoCfg, log.With("component", "repo")); err != nil {
+	if n.repos, err = repo.Open(ctx, cfg.DataDir, repoCfg, log); err != nil {
 		return nil, err
 	}
 	relayCfg := cfg.Relay
 	relayCfg.Synchronous = cfg.DB.Synchronous
-	if n.seq, err = relay.Open(ctx, filepath.Join(cfg.DataDir, "relay.sqlite"), relayCfg, log.With("component", "relay")); err != nil {
+	if n.seq, err = relay.Open(ctx, filepath.Join(cfg.DataDir, "relay.sqlite"), relayCfg, log); err != nil {
 		return nil, err
 	}
 	n.firehose = relay.NewFirehose(n.seq, log)
@@ -208,7 +208,7 @@ func (n *Node) openPLC(ctx context.Context) error {
 		return fmt.Errorf("listen for the embedded PLC directory: %w", err)
 	}
 	n.plcHTTP = &http.Server{
-		Handler:           requestMiddleware(n.log.With("component", "plc"))(dir.Handler()),
+		Handler:           requestMiddleware(n.log.With("server", "plc"))(dir.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
