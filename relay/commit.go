@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"fmt"
-
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	lexutil "github.com/bluesky-social/indigo/lex/util"
 
@@ -12,18 +10,8 @@ import (
 // NewCommit returns the #commit event for a repo commit (atproto-reference §6.4), with the
 // Sync 1.1 fields filled: since (null on the genesis commit), prevData (left out on the
 // genesis commit), each op's prev, and the deprecated but required tooBig: false,
-// rebase: false and blobs: []. It returns ErrInvalidEvent for more than repo.MaxWrites ops
-// or blocks above repo.MaxCommitBlocks, which consumers would reject.
-func NewCommit(ce *repo.CommitEvent) (*Event, error) {
-	if len(ce.Ops) > maxCommitOps {
-		return nil, fmt.Errorf("%w: commit %s has %d ops, limit %d", ErrInvalidEvent, ce.Rev, len(ce.Ops), maxCommitOps)
-	}
-	if len(ce.Blocks) > repo.MaxCommitBlocks {
-		return nil, fmt.Errorf("%w: commit %s blocks are %d bytes, limit %d", ErrInvalidEvent, ce.Rev, len(ce.Blocks), repo.MaxCommitBlocks)
-	}
-	if !ce.Commit.Defined() {
-		return nil, fmt.Errorf("%w: commit %s has no CID", ErrInvalidEvent, ce.Rev)
-	}
+// rebase: false and blobs: []. Size limits are checked by Submit (ErrInvalidEvent).
+func NewCommit(ce *repo.CommitEvent) *Event {
 	body := &comatproto.SyncSubscribeRepos_Commit{
 		Repo:   ce.DID.String(),
 		Rev:    ce.Rev.String(),
@@ -47,5 +35,5 @@ func NewCommit(ce *repo.CommitEvent) (*Event, error) {
 			Prev:   link(op.Prev), // absent for create
 		}
 	}
-	return &Event{Commit: body}, nil
+	return &Event{Commit: body}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -46,10 +47,11 @@ func (c *corkConn) writeLocked(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// cork starts buffering writes.
-func (c *corkConn) cork() {
+// cork starts buffering writes, with room for size bytes so the batch is copied once.
+func (c *corkConn) cork(size int) {
 	c.mu.Lock()
 	c.corked = true
+	c.buf = slices.Grow(c.buf[:0], size)
 	c.mu.Unlock()
 }
 

@@ -27,6 +27,11 @@ const (
 	writeTimeout = 10 * time.Second
 	// clientReadLimit bounds a client frame; the server ignores client frames anyway.
 	clientReadLimit = 4096
+	// flushInterval is the least time between two batch writes of one stream. Events that
+	// arrive meanwhile wait in the shared window and go out in the next write, so at 1,000
+	// subscribers the write rate is capped at 100k system calls/s whatever the event rate,
+	// for at most 10 ms of added latency.
+	flushInterval = 10 * time.Millisecond
 )
 
 // Firehose serves com.atproto.sync.subscribeRepos (atproto-reference §6.2–6.4) over
@@ -201,7 +206,14 @@ func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc 
 			return broken, ""
 		}
 	}
+	linger := time.NewTimer(0)
+	defer linger.Stop()
 	for {
+		select {
+		case <-linger.C:
+		case <-ctx.Done():
+			return websocket.StatusGoingAway, "server shutting down"
+		}
 		evs, err := sub.Next(ctx)
 		switch {
 		case err == nil:
@@ -214,7 +226,12 @@ func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc 
 			f.log.Error("reading the relay log for a firehose stream", "err", err)
 			return fail("InternalError", "")
 		}
-		cc.cork()
+		linger.Reset(flushInterval)
+		size := 0
+		for _, ev := range evs {
+			size += len(ev.frame) + 10 // + the largest WebSocket frame header
+		}
+		cc.cork(size)
 		for _, ev := range evs {
 			// Corked writes only fill a buffer; they fail only on a closed connection.
 			if err := conn.Write(connCtx, websocket.MessageBinary, ev.frame); err != nil {
