@@ -60,6 +60,8 @@ Usage:
   aerie [serve] [flags]     run the node (the default command)
   aerie init [flags]        write a commented config file with fresh secrets
   aerie config check [F]    check a config file (and AERIE_* variables) without starting
+  aerie account ...         create, list, deactivate, activate, delete accounts, reset passwords
+  aerie invite create       make an invite code
   aerie version             print the version
 
 Run 'aerie COMMAND --help' for a command's flags. Every config key can also be set by an
@@ -89,6 +91,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 			return usagef("config: unknown subcommand %q (want: check)", args[1])
 		}
 		return cmdConfigCheck(args[2:], environ, stdout, stderr)
+	case "account", "invite":
+		return cmdAdmin(ctx, args[0], args[1:], environ, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "aerie", version)
 		return nil
@@ -281,6 +285,39 @@ func cmdConfigCheck(args, environ []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: ok (listen %s, data_dir %s, hostname %s)\n", path, cfg.Listen, cfg.DataDir, cfg.Hostname)
 	return nil
+}
+
+// cmdAdmin runs the account and invite commands, which talk to the running node.
+func cmdAdmin(ctx context.Context, group string, args, environ []string, stdout io.Writer) error {
+	configPath := lookupEnv(environ, "AERIE_CONFIG")
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case isHelp(a):
+			fmt.Fprint(stdout, node.AdminUsage)
+			return nil
+		case a == "--config" || a == "-config":
+			if i+1 == len(args) {
+				return usagef("%s: --config needs a file", group)
+			}
+			configPath = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--config="):
+			configPath = strings.TrimPrefix(a, "--config=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	cfg, err := node.LoadConfig(configPath, environ)
+	if err != nil {
+		return err
+	}
+	err = node.RunAdminCommand(ctx, cfg, group, rest, stdout)
+	var usage node.UsageError
+	if errors.As(err, &usage) {
+		return usageError{usage.Msg}
+	}
+	return err
 }
 
 // oneLine joins the problems of an errors.Join into one line for the terminal.

@@ -75,6 +75,10 @@ func (n *Node) authenticate(r *http.Request, level authLevel) (*authInfo, error)
 		}
 		return nil, errAuthMissing
 	}
+	if strings.EqualFold(scheme, "Basic") && level == authOptional {
+		// The admin may read what only owners may (e.g. deactivated repos).
+		return n.authenticateAdmin(r)
+	}
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return nil, &xrpc.Error{Status: http.StatusUnauthorized, Name: "InvalidToken", Message: "Authorization must be a Bearer token"}
 	}

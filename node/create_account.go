@@ -57,6 +57,8 @@ type newAccountInput struct {
 	InviteCode  string `json:"inviteCode"`
 	DID         string `json:"did"`
 	RecoveryKey string `json:"recoveryKey"`
+	// byAdmin is set when the admin creates the account, which needs no invite.
+	byAdmin bool
 }
 
 func (n *Node) handleComAtprotoServerCreateAccount(w http.ResponseWriter, r *http.Request) error {
@@ -69,6 +71,12 @@ func (n *Node) handleComAtprotoServerCreateAccount(w http.ResponseWriter, r *htt
 	}
 	if in.DID != "" {
 		return xrpc.InvalidRequest("creating an account for an existing DID (migration) is not supported yet")
+	}
+	if strings.HasPrefix(r.Header.Get("Authorization"), "Basic ") {
+		if _, err := n.authenticateAdmin(r); err != nil {
+			return err
+		}
+		in.byAdmin = true
 	}
 	acct, err := n.createAccount(r.Context(), in)
 	if err != nil {
@@ -99,7 +107,8 @@ func (n *Node) createAccount(ctx context.Context, in newAccountInput) (*account,
 	if err := checkNewPassword(in.Password); err != nil {
 		return nil, err
 	}
-	if n.cfg.InvitesRequired() && in.InviteCode == "" {
+	needInvite := n.cfg.InvitesRequired() && !in.byAdmin
+	if needInvite && in.InviteCode == "" {
 		return nil, &xrpc.Error{Status: http.StatusBadRequest, Name: "InvalidInviteCode", Message: "No invite code provided"}
 	}
 	var recovery atcrypto.PublicKey
@@ -158,7 +167,7 @@ func (n *Node) createAccount(ctx context.Context, in newAccountInput) (*account,
 	}
 	acct := &account{DID: did.String(), Handle: handle.String(), Email: email, PasswordHash: hash, CreatedAt: timestamp(n.now())}
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
-		if in.InviteCode != "" && n.cfg.InvitesRequired() {
+		if needInvite {
 			if err := useInviteCode(ctx, tx, strings.TrimSpace(in.InviteCode), acct.DID, acct.CreatedAt); err != nil {
 				return err
 			}

@@ -142,6 +142,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stopCore()
 	cg, coreCtx := errgroup.WithContext(core)
 	cg.Go(func() error { return n.seq.Run(coreCtx) })
+	cg.Go(func() error { return n.repos.Run(coreCtx) })
 	cg.Go(func() error { return n.limiter.Run(coreCtx) })
 
 	err := n.repairAfterCrash(ctx)
@@ -151,6 +152,10 @@ func (n *Node) Run(ctx context.Context) error {
 		defer context.AfterFunc(coreCtx, stopFront)()
 		fg, frontCtx := errgroup.WithContext(front)
 		fg.Go(func() error { return n.firehose.Run(frontCtx) })
+		fg.Go(func() error {
+			n.requestCrawls(frontCtx)
+			return nil
+		})
 		fg.Go(func() error { return n.serve(frontCtx, "http", n.http, n.ln) })
 		if n.plcHTTP != nil {
 			fg.Go(func() error { return n.serve(frontCtx, "plc", n.plcHTTP, n.plcLn) })

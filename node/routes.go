@@ -14,6 +14,7 @@ func (n *Node) routes() http.Handler {
 	r.Use(requestMiddleware(n.log), cors)
 
 	x := &xrpcMux{log: n.log, methods: map[string]xrpcMethod{}}
+	n.adminRoutes(x)
 	x.query("com.atproto.server.describeServer", n.handleComAtprotoServerDescribeServer)
 	x.procedure("com.atproto.server.createAccount", n.handleComAtprotoServerCreateAccount)
 	x.procedure("com.atproto.server.createSession", n.handleComAtprotoServerCreateSession)

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,9 @@ type Config struct {
 	// Defaults: 16384 events, 64 MiB — 8 s at 2,000 events/s.
 	WindowEvents int   `toml:"window_events"`
 	WindowBytes  int64 `toml:"window_bytes"`
+	// Crawlers are the relays (hostnames) asked to crawl this node at startup when its
+	// hostname is public, so its accounts reach the network.
+	Crawlers []string `toml:"crawlers"`
 }
 
 // DefaultConfig returns the configuration used when the file says nothing.
@@ -31,6 +35,7 @@ func DefaultConfig() Config {
 		Synchronous:  "NORMAL",
 		WindowEvents: 16384,
 		WindowBytes:  64 << 20,
+		Crawlers:     []string{"bsky.network"},
 	}
 }
 
@@ -51,6 +56,11 @@ func (c Config) Validate() error {
 	// A window must hold at least one largest frame, or a big commit could never be sent.
 	if c.WindowBytes < 2*MaxFrameSize {
 		errs = append(errs, fmt.Errorf("relay.window_bytes: %d is below the minimum of %d", c.WindowBytes, 2*MaxFrameSize))
+	}
+	for _, h := range c.Crawlers {
+		if h == "" || strings.ContainsAny(h, "/: ") {
+			errs = append(errs, fmt.Errorf("relay.crawlers: %q must be a bare hostname like bsky.network", h))
+		}
 	}
 	return errors.Join(errs...)
 }
