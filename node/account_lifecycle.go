@@ -167,6 +167,9 @@ func (n *Node) deleteAccount(ctx context.Context, did string) error {
 	if err := n.repos.Delete(ctx, syntax.DID(did)); err != nil {
 		return fmt.Errorf("delete repo %s: %w", did, err)
 	}
+	if _, err := n.blobs.DeleteAccount(ctx, syntax.DID(did)); err != nil {
+		return fmt.Errorf("delete blobs of %s: %w", did, err)
+	}
 	return n.emit(ctx, relay.NewAccount(syntax.DID(did), false, "deleted"))
 }
 
@@ -195,7 +198,12 @@ func (n *Node) handleComAtprotoServerCheckAccountStatus(w http.ResponseWriter, r
 	return nil
 }
 
-// importedBlobs counts the account's blobs present in blob storage. Blob storage is not
-// part of the node yet, so nothing has been imported: a migrating client sees every
-// referenced blob as missing, which is the truth.
-func (n *Node) importedBlobs(ctx context.Context, did syntax.DID) int64 { return 0 }
+// importedBlobs counts the account's blobs present in blob storage.
+func (n *Node) importedBlobs(ctx context.Context, did syntax.DID) int64 {
+	u, err := n.blobs.Usage(ctx, did)
+	if err != nil {
+		n.log.WarnContext(ctx, "read blob usage", "did", did, "err", err)
+		return 0
+	}
+	return u.Count
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/aerie-social/aerie/blobs"
 	"github.com/aerie-social/aerie/node/sqlite"
 	"github.com/aerie-social/aerie/relay"
 	"github.com/aerie-social/aerie/repo"
@@ -38,6 +39,7 @@ type Config struct {
 	Net      NetConfig        `toml:"net"`
 	Repo     repo.StoreConfig `toml:"repo"`
 	Relay    relay.Config     `toml:"relay"`
+	Blobs    blobs.Config     `toml:"blobs"`
 }
 
 // PLCConfig chooses the PLC directory that holds accounts' did:plc identities.
@@ -124,6 +126,7 @@ func DefaultConfig() Config {
 		Email:    EmailConfig{From: "noreply@localhost"},
 		PLC:      PLCConfig{Listen: "127.0.0.1:2582"},
 		Relay:    relay.DefaultConfig(),
+		Blobs:    blobs.DefaultConfig(),
 		Repo:     repo.StoreConfig{MaxOpen: repo.DefaultMaxOpen, NodeCache: repo.DefaultNodeCache},
 	}
 }
@@ -317,6 +320,9 @@ func (c Config) Validate() error {
 		bad("repo.node_cache", "must not be negative, got %d", c.Repo.NodeCache)
 	}
 	if err := c.Relay.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Blobs.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.PLC.URL != "" {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/aerie-social/aerie/blobs"
+	"github.com/aerie-social/aerie/node/identity"
 	"github.com/aerie-social/aerie/node/xrpc"
 	"github.com/aerie-social/aerie/repo"
 )
@@ -29,6 +31,19 @@ var xrpcErrors = []struct {
 	{repo.ErrInvalidWrite, http.StatusBadRequest, "InvalidRequest"},
 	{repo.ErrInvalidRecord, http.StatusBadRequest, "InvalidRequest"},
 	{repo.ErrTooLarge, http.StatusBadRequest, "InvalidRequest"},
+	{blobs.ErrBlobNotFound, http.StatusBadRequest, "BlobNotFound"},
+	{blobs.ErrTooLarge, http.StatusRequestEntityTooLarge, "PayloadTooLarge"},
+	{blobs.ErrQuotaExceeded, http.StatusRequestEntityTooLarge, "PayloadTooLarge"},
+	{blobs.ErrInvalidMimeType, http.StatusBadRequest, "InvalidMimeType"},
+	{blobs.ErrInvalidSize, http.StatusBadRequest, "InvalidSize"},
+	{blobs.ErrAccountNotFound, http.StatusBadRequest, "RepoNotFound"},
+	{blobs.ErrAccountDeactivated, http.StatusBadRequest, "RepoDeactivated"},
+	{blobs.ErrAccountTakendown, http.StatusBadRequest, "RepoTakendown"},
+	// Identity lookups, named as com.atproto.identity.* names them.
+	{identity.ErrTombstoned, http.StatusBadRequest, "DidDeactivated"},
+	{identity.ErrDIDNotFound, http.StatusBadRequest, "DidNotFound"},
+	{identity.ErrHandleNotFound, http.StatusBadRequest, "HandleNotFound"},
+	{identity.ErrUnsupportedDID, http.StatusBadRequest, "InvalidRequest"},
 }
 
 // writeError answers err as an XRPC error. An *xrpc.Error is shown as it is; a sentinel in

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/aerie-social/aerie/blobs"
 	"github.com/aerie-social/aerie/node/identity"
 	"github.com/aerie-social/aerie/node/sqlite"
 	"github.com/aerie-social/aerie/relay"
@@ -44,8 +45,12 @@ type Node struct {
 	plcLn    net.Listener
 	plcHTTP  *http.Server
 	firehose *relay.Firehose
-	ln       net.Listener
-	http     *http.Server
+	blobs    *blobs.Store
+	// ident resolves identities and verifies service auth; one per node, as it holds the
+	// service-JWT replay cache.
+	ident *identityService
+	ln    net.Listener
+	http  *http.Server
 	// clock is time.Now except in tests that move time.
 	clock func() time.Time
 }
@@ -96,11 +101,20 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 		return nil, err
 	}
 	n.firehose = relay.NewFirehose(n.seq, log)
+	blobCfg := cfg.Blobs
+	blobCfg.AllowPrivateNetwork = cfg.Net.AllowPrivateNetwork
+	blobCfg.Synchronous = cfg.DB.Synchronous
+	n.blobs, err = blobs.Open(ctx, filepath.Join(cfg.DataDir, "blobs"), filepath.Join(cfg.DataDir, "cache"), blobCfg,
+		blobs.Deps{Accounts: n, Refs: n.repos, Resolver: n, Now: n.clock}, log)
+	if err != nil {
+		return nil, err
+	}
 	if err := n.openPLC(ctx); err != nil {
 		return nil, err
 	}
 	n.limiter = newRateLimiter(func() time.Time { return n.clock() })
 	n.tokens = &tokenIssuer{secret: jwtSecret, serviceDID: n.serviceDID(), now: func() time.Time { return n.clock() }}
+	n.ident = newIdentityService(n, identityOptions{})
 	n.http = &http.Server{
 		Handler:           n.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -143,6 +157,7 @@ func (n *Node) Run(ctx context.Context) error {
 	cg, coreCtx := errgroup.WithContext(core)
 	cg.Go(func() error { return n.seq.Run(coreCtx) })
 	cg.Go(func() error { return n.repos.Run(coreCtx) })
+	cg.Go(func() error { return n.blobs.Run(coreCtx) })
 	cg.Go(func() error { return n.limiter.Run(coreCtx) })
 
 	err := n.repairAfterCrash(ctx)
@@ -244,6 +259,9 @@ func (n *Node) close() error {
 	}
 	if n.plcDir != nil {
 		errs = append(errs, n.plcDir.Close())
+	}
+	if n.blobs != nil {
+		errs = append(errs, n.blobs.Close())
 	}
 	if n.seq != nil {
 		errs = append(errs, n.seq.Close())

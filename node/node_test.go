@@ -310,3 +310,8 @@ func syntaxRKey(t *testing.T, uri string) syntax.RecordKey {
 	}
 	return u.RecordKey()
 }
+
+func decodeBody(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}

@@ -120,10 +120,16 @@ func (n *Node) applyWrites(ctx context.Context, acct *account, writes []repo.Wri
 	if err != nil {
 		return nil, fmt.Errorf("stored account DID %q: %w", acct.DID, err)
 	}
+	if err := n.checkRecordBlobs(ctx, did, writes); err != nil {
+		return nil, err
+	}
 	return n.repos.ApplyWrites(ctx, did, writes, repo.WriteOpts{
 		SwapCommit: swapCommit,
 		Validate:   mode,
-		OnCommit:   func(ev *repo.CommitEvent) error { return n.sequenceCommit(ctx, ev) },
+		OnCommit: func(ev *repo.CommitEvent) error {
+			n.afterCommitBlobs(context.WithoutCancel(ctx), ev)
+			return n.sequenceCommit(ctx, ev)
+		},
 	})
 }
 

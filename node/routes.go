@@ -10,11 +10,18 @@ import (
 
 // routes builds the whole HTTP surface. Every route is registered here.
 func (n *Node) routes() http.Handler {
+	return n.routesWith(n.ident)
+}
+
+// routesWith is routes with the identity service ids, which tests build with fake DNS and
+// HTTP for what lives outside the process.
+func (n *Node) routesWith(ids *identityService) http.Handler {
 	r := chi.NewRouter()
 	r.Use(requestMiddleware(n.log), cors)
 
 	x := &xrpcMux{log: n.log, methods: map[string]xrpcMethod{}}
 	n.adminRoutes(x)
+	n.blobRoutes(r, x)
 	x.query("com.atproto.server.describeServer", n.handleComAtprotoServerDescribeServer)
 	x.procedure("com.atproto.server.createAccount", n.handleComAtprotoServerCreateAccount)
 	x.procedure("com.atproto.server.createSession", n.handleComAtprotoServerCreateSession)
@@ -38,6 +45,18 @@ func (n *Node) routes() http.Handler {
 	x.query("com.atproto.server.checkAccountStatus", n.withAuth(authAccess, n.handleComAtprotoServerCheckAccountStatus))
 	x.procedure("com.atproto.server.requestAccountDelete", n.withAuth(authFull, n.handleComAtprotoServerRequestAccountDelete))
 	x.procedure("com.atproto.server.deleteAccount", n.handleComAtprotoServerDeleteAccount)
+	x.query("com.atproto.server.getServiceAuth", n.withAuthOrTakendown(ids.handleComAtprotoServerGetServiceAuth))
+	x.procedure("com.atproto.server.reserveSigningKey", ids.handleComAtprotoServerReserveSigningKey)
+
+	x.query("com.atproto.identity.resolveHandle", ids.handleComAtprotoIdentityResolveHandle)
+	x.query("com.atproto.identity.resolveDid", ids.handleComAtprotoIdentityResolveDid)
+	x.query("com.atproto.identity.resolveIdentity", ids.handleComAtprotoIdentityResolveIdentity)
+	x.procedure("com.atproto.identity.refreshIdentity", ids.handleComAtprotoIdentityRefreshIdentity)
+	x.procedure("com.atproto.identity.updateHandle", n.withAuth(authPrivileged, ids.handleComAtprotoIdentityUpdateHandle))
+	x.query("com.atproto.identity.getRecommendedDidCredentials", n.withAuth(authAccess, ids.handleComAtprotoIdentityGetRecommendedDidCredentials))
+	x.procedure("com.atproto.identity.requestPlcOperationSignature", n.withAuth(authFull, ids.handleComAtprotoIdentityRequestPlcOperationSignature))
+	x.procedure("com.atproto.identity.signPlcOperation", n.withAuth(authFull, ids.handleComAtprotoIdentitySignPlcOperation))
+	x.procedure("com.atproto.identity.submitPlcOperation", n.withAuth(authPrivileged, ids.handleComAtprotoIdentitySubmitPlcOperation))
 
 	x.procedure("com.atproto.repo.createRecord", n.withAuth(authAccess, n.handleComAtprotoRepoCreateRecord))
 	x.procedure("com.atproto.repo.putRecord", n.withAuth(authAccess, n.handleComAtprotoRepoPutRecord))
@@ -60,6 +79,8 @@ func (n *Node) routes() http.Handler {
 	r.Get("/xrpc/_health", n.handleHealth)
 	r.Handle("/xrpc/{nsid}", x)
 
+	r.Get("/.well-known/atproto-did", ids.handleWellKnownAtprotoDID)
+	r.Get("/.well-known/did.json", ids.handleWellKnownDIDJSON)
 	r.Get("/robots.txt", handleRobots)
 	r.Get("/", n.handleHome)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

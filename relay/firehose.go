@@ -22,9 +22,9 @@ const (
 	pingInterval = 30 * time.Second
 	// pongTimeout is how long a client may take to answer a ping before it is dropped.
 	pongTimeout = 15 * time.Second
-	// writeTimeout bounds one batch write: a client whose TCP window stays shut this long is
+	// defaultWriteTimeout bounds one batch write: a client whose TCP window stays shut this long is
 	// gone or hopelessly slow.
-	writeTimeout = 10 * time.Second
+	defaultWriteTimeout = 10 * time.Second
 	// clientReadLimit bounds a client frame; the server ignores client frames anyway.
 	clientReadLimit = 4096
 	// flushInterval is the least time between two batch writes of one stream. Events that
@@ -45,6 +45,9 @@ const (
 type Firehose struct {
 	seq *Sequencer
 	log *slog.Logger
+	// writeTimeout is defaultWriteTimeout; tests that stall a client on purpose raise it so
+	// a loaded machine does not turn their cut-off into a timeout.
+	writeTimeout time.Duration
 
 	mu sync.Mutex
 	// runCtx is Run's context while Run runs, nil otherwise. It is kept (against our usual
@@ -56,7 +59,7 @@ type Firehose struct {
 
 // NewFirehose returns a firehose serving seq's stream. It starts no goroutine.
 func NewFirehose(seq *Sequencer, log *slog.Logger) *Firehose {
-	return &Firehose{seq: seq, log: log.With("component", "firehose")}
+	return &Firehose{seq: seq, log: log.With("component", "firehose"), writeTimeout: defaultWriteTimeout}
 }
 
 // Run accepts streams until ctx ends, then closes them all and returns nil once every stream
@@ -109,7 +112,7 @@ func (f *Firehose) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.streams.Done()
 
-	cw := &corkWriter{ResponseWriter: w, timeout: writeTimeout}
+	cw := &corkWriter{ResponseWriter: w, timeout: f.writeTimeout}
 	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		// The stream is public data and carries no credentials, so any origin may read it.
 		InsecureSkipVerify: true,

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	lexutil "github.com/bluesky-social/indigo/lex/util"
@@ -140,7 +142,9 @@ func TestFirehoseSlowConsumer(t *testing.T) {
 	t.Parallel()
 	cfg := DefaultConfig()
 	cfg.WindowEvents = 256
-	h := newHarness(t, cfg)
+	// The slow client reads only after all chunks are sent; on a loaded machine that takes
+	// longer than the default write timeout, which would close it before the error frame.
+	h := start(t, openSeq(t, filepath.Join(t.TempDir(), "relay.sqlite"), cfg), func(fh *Firehose) { fh.writeTimeout = 5 * time.Minute })
 	slow := dial(t, h, "")
 	healthy := dial(t, h, "")
 	// Enough bytes to fill the slow client's socket buffers many times over.

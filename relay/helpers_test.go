@@ -53,10 +53,13 @@ func openSeq(t testing.TB, path string, cfg Config) *Sequencer {
 }
 
 // start runs s (and a firehose over it) until the test ends or stop is called.
-func start(t testing.TB, s *Sequencer) *harness {
+func start(t testing.TB, s *Sequencer, opts ...func(*Firehose)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	fh := NewFirehose(s, discardLog())
+	for _, o := range opts {
+		o(fh)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := s.Run(ctx); err != nil {
