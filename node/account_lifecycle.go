@@ -60,6 +60,9 @@ func (n *Node) handleComAtprotoServerActivateAccount(w http.ResponseWriter, r *h
 	if acct.TakedownRef != "" {
 		return errTakendown
 	}
+	if err := n.checkIdentityPointsHere(ctx, syntax.DID(acct.DID)); err != nil {
+		return err
+	}
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE account SET deactivated_at = NULL, delete_after = NULL WHERE did = ?`, acct.DID)
 		return err

@@ -70,7 +70,16 @@ func (n *Node) handleComAtprotoServerCreateAccount(w http.ResponseWriter, r *htt
 		return err
 	}
 	if in.DID != "" {
-		return xrpc.InvalidRequest("creating an account for an existing DID (migration) is not supported yet")
+		acct, err := n.createMigratingAccount(r.Context(), r, in)
+		if err != nil {
+			return err
+		}
+		out, err := n.newSession(r.Context(), acct, scopeAccess, "")
+		if err != nil {
+			return err
+		}
+		xrpc.WriteJSON(w, http.StatusOK, out)
+		return nil
 	}
 	if strings.HasPrefix(r.Header.Get("Authorization"), "Basic ") {
 		if _, err := n.authenticateAdmin(r); err != nil {

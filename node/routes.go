@@ -62,6 +62,7 @@ func (n *Node) routesWith(ids *identityService) http.Handler {
 	x.procedure("com.atproto.repo.putRecord", n.withAuth(authAccess, n.handleComAtprotoRepoPutRecord))
 	x.procedure("com.atproto.repo.deleteRecord", n.withAuth(authAccess, n.handleComAtprotoRepoDeleteRecord))
 	x.procedure("com.atproto.repo.applyWrites", n.withAuth(authAccess, n.handleComAtprotoRepoApplyWrites))
+	x.procedure("com.atproto.repo.importRepo", n.withAuth(authFull, n.handleComAtprotoRepoImportRepo))
 	x.query("com.atproto.repo.getRecord", n.withAuth(authOptional, n.handleComAtprotoRepoGetRecord))
 	x.query("com.atproto.repo.listRecords", n.withAuth(authOptional, n.handleComAtprotoRepoListRecords))
 	x.query("com.atproto.repo.describeRepo", n.withAuth(authOptional, n.handleComAtprotoRepoDescribeRepo))
