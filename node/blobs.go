@@ -177,6 +177,40 @@ func (n *Node) blobRoutes(r chi.Router, x *xrpcMux) {
 	x.query("com.atproto.repo.listMissingBlobs", n.withAuth(authAccess, n.handleComAtprotoRepoListMissingBlobs))
 	x.query("com.atproto.sync.getBlob", n.blobs.HandleGetBlob)
 	x.query("com.atproto.sync.listBlobs", n.blobs.HandleListBlobs)
+	// Aerie's own admin methods, under the project's NSID authority (aerie.social).
+	x.query("social.aerie.admin.listBlobUsage", n.withAuth(authAdmin, n.handleSocialAerieAdminListBlobUsage))
+	x.procedure("social.aerie.admin.runBlobGC", n.withAuth(authAdmin, n.handleSocialAerieAdminRunBlobGC))
 	r.Get("/img/*", n.blobs.HandleImage)
 	r.Head("/img/*", n.blobs.HandleImage)
+}
+
+// handleSocialAerieAdminListBlobUsage lists blob usage per account (admin): the data
+// behind `aerie account usage`.
+func (n *Node) handleSocialAerieAdminListBlobUsage(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, err := intParam(q.Get("limit"), 100, 1, 1000)
+	if err != nil {
+		return xrpc.InvalidRequest("limit: %s", err)
+	}
+	usage, cursor, err := n.blobs.ListUsage(r.Context(), q.Get("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"accounts": append([]blobs.Usage{}, usage...)}
+	if cursor != "" {
+		out["cursor"] = cursor
+	}
+	xrpc.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// handleSocialAerieAdminRunBlobGC runs the blob sweep now (admin) and reports what it
+// freed: the data behind `aerie blobs gc`.
+func (n *Node) handleSocialAerieAdminRunBlobGC(w http.ResponseWriter, r *http.Request) error {
+	report, err := n.blobs.GC(r.Context())
+	if err != nil {
+		return err
+	}
+	xrpc.WriteJSON(w, http.StatusOK, map[string]any{"report": report, "freedBytes": report.Freed()})
+	return nil
 }

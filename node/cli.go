@@ -30,7 +30,9 @@ const AdminUsage = `Usage:
   aerie account list
   aerie account deactivate|activate|delete ACCOUNT
   aerie account reset-password ACCOUNT [--password P]
+  aerie account usage
   aerie invite create [--uses N] [--for DID]
+  aerie blobs gc
 
 ACCOUNT is a handle or a DID. These commands talk to the running node (aerie serve) over
 its admin API at http://<listen>, authenticated with admin_password from the same config
@@ -225,6 +227,50 @@ func RunAdminCommand(ctx context.Context, cfg Config, group string, args []strin
 		if *password == "" {
 			fmt.Fprintf(stdout, "password: %s\n", pw)
 		}
+		return nil
+	case "account usage":
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DID\tBLOBS\tBYTES")
+		cursor := ""
+		for {
+			var page struct {
+				Cursor   string `json:"cursor"`
+				Accounts []struct {
+					DID   string `json:"did"`
+					Bytes int64  `json:"bytes"`
+					Count int64  `json:"count"`
+				} `json:"accounts"`
+			}
+			params := url.Values{"limit": {"1000"}}
+			if cursor != "" {
+				params.Set("cursor", cursor)
+			}
+			if err := c.call(ctx, "GET", "social.aerie.admin.listBlobUsage", params, nil, &page); err != nil {
+				return err
+			}
+			for _, a := range page.Accounts {
+				fmt.Fprintf(tw, "%s\t%d\t%d\n", a.DID, a.Count, a.Bytes)
+			}
+			if page.Cursor == "" {
+				return tw.Flush()
+			}
+			cursor = page.Cursor
+		}
+	case "blobs gc":
+		var out struct {
+			Report struct {
+				Expired       int `json:"expired"`
+				Adopted       int `json:"adopted"`
+				StaleTemp     int `json:"staleTemp"`
+				RemoteExpired int `json:"remoteExpired"`
+			} `json:"report"`
+			FreedBytes int64 `json:"freedBytes"`
+		}
+		if err := c.call(ctx, "POST", "social.aerie.admin.runBlobGC", nil, map[string]string{}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "freed %d bytes: %d expired uploads, %d expired remote blobs, %d interrupted temp files; %d uploads adopted by records\n",
+			out.FreedBytes, out.Report.Expired, out.Report.RemoteExpired, out.Report.StaleTemp, out.Report.Adopted)
 		return nil
 	case "invite create":
 		body := map[string]any{"useCount": *uses}

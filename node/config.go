@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/aerie-social/aerie/appview"
 	"github.com/aerie-social/aerie/blobs"
 	"github.com/aerie-social/aerie/node/sqlite"
 	"github.com/aerie-social/aerie/relay"
@@ -40,6 +41,7 @@ type Config struct {
 	Repo     repo.StoreConfig `toml:"repo"`
 	Relay    relay.Config     `toml:"relay"`
 	Blobs    blobs.Config     `toml:"blobs"`
+	AppView  appview.Config   `toml:"appview"`
 }
 
 // PLCConfig chooses the PLC directory that holds accounts' did:plc identities.
@@ -127,6 +129,7 @@ func DefaultConfig() Config {
 		PLC:      PLCConfig{Listen: "127.0.0.1:2582"},
 		Relay:    relay.DefaultConfig(),
 		Blobs:    blobs.DefaultConfig(),
+		AppView:  appview.DefaultConfig(),
 		Repo:     repo.StoreConfig{MaxOpen: repo.DefaultMaxOpen, NodeCache: repo.DefaultNodeCache},
 	}
 }
@@ -323,6 +326,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Blobs.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.AppView.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.PLC.URL != "" {

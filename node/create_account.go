@@ -195,7 +195,7 @@ func (n *Node) createAccount(ctx context.Context, in newAccountInput) (*account,
 	if err := n.emit(evCtx, relay.NewAccount(did, true, "")); err != nil {
 		return nil, err
 	}
-	if err := n.sequenceCommit(evCtx, commit); err != nil {
+	if _, err := n.sequenceCommit(evCtx, commit); err != nil {
 		return nil, err
 	}
 	if err := n.emitSync(evCtx, did); err != nil {

@@ -14,13 +14,13 @@ import (
 // sequenceCommit hands a repo commit to the relay. It runs inside the repo's write lock, so
 // per-DID seq order is rev order, and returns only once the event is in the log: a write is
 // acknowledged after its event is durable.
-func (n *Node) sequenceCommit(ctx context.Context, ce *repo.CommitEvent) error {
+func (n *Node) sequenceCommit(ctx context.Context, ce *repo.CommitEvent) (int64, error) {
 	// The commit is durable already; finish sequencing it even if the client went away.
-	_, err := n.seq.Submit(context.WithoutCancel(ctx), relay.NewCommit(ce))
+	seq, err := n.seq.Submit(context.WithoutCancel(ctx), relay.NewCommit(ce))
 	if err != nil {
-		return fmt.Errorf("sequence commit %s of %s: %w", ce.Rev, ce.DID, err)
+		return 0, fmt.Errorf("sequence commit %s of %s: %w", ce.Rev, ce.DID, err)
 	}
-	return nil
+	return seq, nil
 }
 
 // repairAfterCrash runs after an unclean shutdown: the repo transaction commits before the

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/aerie-social/aerie/appview"
 	"github.com/aerie-social/aerie/blobs"
 	"github.com/aerie-social/aerie/node/identity"
 	"github.com/aerie-social/aerie/node/sqlite"
@@ -46,6 +47,7 @@ type Node struct {
 	plcHTTP  *http.Server
 	firehose *relay.Firehose
 	blobs    *blobs.Store
+	appview  *appview.AppView
 	// ident resolves identities and verifies service auth; one per node, as it holds the
 	// service-JWT replay cache.
 	ident *identityService
@@ -114,15 +116,21 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	}
 	n.limiter = newRateLimiter(func() time.Time { return n.clock() })
 	n.tokens = &tokenIssuer{secret: jwtSecret, serviceDID: n.serviceDID(), now: func() time.Time { return n.clock() }}
+	if n.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	avCfg := cfg.AppView
+	avCfg.PublicURL = n.PublicURL()
+	avCfg.Synchronous = cfg.DB.Synchronous
+	if n.appview, err = appview.Open(ctx, filepath.Join(cfg.DataDir, "index.sqlite"), avCfg, log); err != nil {
+		return nil, err
+	}
 	n.ident = newIdentityService(n, identityOptions{})
 	n.http = &http.Server{
 		Handler:           n.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	if n.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
 	}
 	return n, nil
 }
@@ -158,6 +166,8 @@ func (n *Node) Run(ctx context.Context) error {
 	cg.Go(func() error { return n.seq.Run(coreCtx) })
 	cg.Go(func() error { return n.repos.Run(coreCtx) })
 	cg.Go(func() error { return n.blobs.Run(coreCtx) })
+	cg.Go(func() error { return n.appview.Run(coreCtx, n.seq) })
+	cg.Go(func() error { return n.reindexLoop(coreCtx) })
 	cg.Go(func() error { return n.limiter.Run(coreCtx) })
 
 	err := n.repairAfterCrash(ctx)
@@ -259,6 +269,9 @@ func (n *Node) close() error {
 	}
 	if n.plcDir != nil {
 		errs = append(errs, n.plcDir.Close())
+	}
+	if n.appview != nil {
+		errs = append(errs, n.appview.Close())
 	}
 	if n.blobs != nil {
 		errs = append(errs, n.blobs.Close())

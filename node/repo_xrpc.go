@@ -123,14 +123,23 @@ func (n *Node) applyWrites(ctx context.Context, acct *account, writes []repo.Wri
 	if err := n.checkRecordBlobs(ctx, did, writes); err != nil {
 		return nil, err
 	}
-	return n.repos.ApplyWrites(ctx, did, writes, repo.WriteOpts{
+	var seq int64
+	ev, err := n.repos.ApplyWrites(ctx, did, writes, repo.WriteOpts{
 		SwapCommit: swapCommit,
 		Validate:   mode,
 		OnCommit: func(ev *repo.CommitEvent) error {
 			n.afterCommitBlobs(context.WithoutCancel(ctx), ev)
-			return n.sequenceCommit(ctx, ev)
+			var err error
+			seq, err = n.sequenceCommit(ctx, ev)
+			return err
 		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	// Read-after-write: the author's next timeline, thread and profile reads show this.
+	n.waitIndexed(ctx, seq)
+	return ev, nil
 }
 
 func (n *Node) handleComAtprotoRepoCreateRecord(w http.ResponseWriter, r *http.Request) error {

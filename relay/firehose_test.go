@@ -108,17 +108,41 @@ func TestFirehoseOutdatedCursor(t *testing.T) {
 }
 
 // TestFirehoseHandoffUnderLoad connects clients at many cursors while a writer keeps
-// submitting: each must see every later event exactly once, in order.
+// submitting: each must see every later event exactly once, in order. The writer submits
+// in bursts and lets the slowest reader come within a few events before the next burst,
+// so that the 64-event window (which makes readers hand off from the log to the window
+// mid-stream) never cuts a reader off on a loaded machine.
 func TestFirehoseHandoffUnderLoad(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testConfig())
-	const total = 800
+	const total, burst = 800, 16
 	for i := range 200 {
 		submit(t, h.seq, commitEvent("did:plc:pre", i, 40))
+	}
+	cursors := []int64{0, 10, 150, 199, 200}
+	var mu sync.Mutex
+	moved := sync.NewCond(&mu)
+	progress := map[int64]int64{}
+	for _, c := range cursors {
+		progress[c] = c
+	}
+	slowest := func() int64 {
+		low := int64(total)
+		for _, p := range progress {
+			low = min(low, p)
+		}
+		return low
 	}
 	var writer sync.WaitGroup
 	writer.Go(func() {
 		for i := 200; i < total; i++ {
+			if (i-200)%burst == 0 {
+				mu.Lock()
+				for slowest() < int64(i)-burst {
+					moved.Wait()
+				}
+				mu.Unlock()
+			}
 			if _, err := h.seq.Submit(t.Context(), commitEvent("did:plc:live", i, 40)); err != nil {
 				t.Errorf("Submit = %v", err)
 				return
@@ -126,10 +150,29 @@ func TestFirehoseHandoffUnderLoad(t *testing.T) {
 		}
 	})
 	var readers sync.WaitGroup
-	for _, cursor := range []int64{0, 10, 150, 199, 200} {
+	for _, cursor := range cursors {
 		readers.Go(func() {
 			c := dial(t, h, fmt.Sprint(cursor))
-			wantRange(t, fmt.Sprintf("cursor=%d", cursor), readSeqs(t, c, int(total-cursor)), cursor+1, total)
+			seqs := make([]int64, 0, total-cursor)
+			defer func() {
+				mu.Lock()
+				progress[cursor] = total // a finished (or failed) reader holds no one back
+				moved.Broadcast()
+				mu.Unlock()
+			}()
+			for int64(len(seqs)) < total-cursor {
+				ev, err := readEvent(t, c)
+				if err != nil {
+					t.Errorf("cursor=%d: after %d frames: read = %v", cursor, len(seqs), err)
+					return
+				}
+				seqs = append(seqs, ev.Seq)
+				mu.Lock()
+				progress[cursor] = ev.Seq
+				moved.Broadcast()
+				mu.Unlock()
+			}
+			wantRange(t, fmt.Sprintf("cursor=%d", cursor), seqs, cursor+1, total)
 		})
 	}
 	writer.Wait()

@@ -1,0 +1,241 @@
+package appview
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aerie-social/aerie/node/sqlite"
+	"github.com/aerie-social/aerie/relay"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// indexReaders is the read pool of index.sqlite: views are read-heavy and each request
+// holds a connection for one snapshot.
+const indexReaders = 8
+
+// writerCacheKiB is the page cache of the index's writer connection: 64 MiB holds the hot
+// B-tree pages of a million-post index, so a batch reads few pages from disk.
+const writerCacheKiB = 64 << 10
+
+// walCheckpointPages is the WAL size (in 4 KiB pages) at which the writer checkpoints.
+const walCheckpointPages = 8192
+
+// AppView is the index and its read API. Build it with Open, feed it with Run, close it
+// with Close after Run has returned.
+type AppView struct {
+	db        *sqlite.DB
+	cfg       Config
+	log       *slog.Logger
+	publicURL string
+	cache     *caches
+	// now is the clock for indexedAt of events without a time and for mutes; tests may
+	// replace it before Run.
+	now func() time.Time
+
+	started atomic.Bool
+	// cursor is the seq of the last event whose changes are committed.
+	cursor atomic.Int64
+	// mu guards advanced, which is closed (and replaced) whenever cursor moves, to wake
+	// WaitForSeq callers.
+	mu       sync.Mutex
+	advanced chan struct{}
+}
+
+// Open opens (creating and migrating) the index at path. It starts no goroutine; call Run.
+func Open(ctx context.Context, path string, cfg Config, log *slog.Logger) (*AppView, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	migrations, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	db, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: cfg.Synchronous, Readers: indexReaders, Migrations: migrations})
+	if err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	// The index is written in big batches that touch pages all over its B-trees; SQLite's
+	// default 2 MiB page cache makes each batch re-read (and spill) pages through syscalls.
+	// The writer connection lives as long as db, so setting its cache once holds.
+	err = db.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", writerCacheKiB)); err != nil {
+			return err
+		}
+		// Checkpoint every ~32 MiB of WAL rather than 4 MiB: each checkpoint syncs the
+		// file, and the indexer commits a batch every few milliseconds under load.
+		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walCheckpointPages))
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open index: set cache size: %w", err)
+	}
+	var cursor int64
+	err = db.Read(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `SELECT coalesce((SELECT value FROM meta WHERE key = 'cursor'), 0)`).Scan(&cursor)
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open index: read cursor: %w", err)
+	}
+	c, err := newCaches(cfg.CacheBytes)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	a := &AppView{
+		db:        db,
+		cfg:       cfg,
+		log:       log.With("component", "appview"),
+		publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
+		cache:     c,
+		now:       time.Now,
+		advanced:  make(chan struct{}),
+	}
+	a.cursor.Store(cursor)
+	return a, nil
+}
+
+// Close closes the caches and the index file. Call it after Run has returned.
+func (a *AppView) Close() error {
+	a.cache.close()
+	if err := a.db.Close(); err != nil {
+		return fmt.Errorf("close index: %w", err)
+	}
+	return nil
+}
+
+// Cursor returns the seq of the last relay event the index has committed.
+func (a *AppView) Cursor() int64 { return a.cursor.Load() }
+
+// Run consumes seq's stream from the durable cursor until ctx ends, applying each batch of
+// events in one index transaction. It returns nil when ctx ends or the sequencer stops, and
+// an error only when the index cannot be written. It may be called once.
+func (a *AppView) Run(ctx context.Context, seq *relay.Sequencer) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	cursor := a.cursor.Load()
+	a.log.Info("indexer running", "cursor", cursor)
+	sub, err := a.subscribe(seq, cursor)
+	if err != nil {
+		return err
+	}
+	for {
+		evs, err := sub.Next(ctx)
+		switch {
+		case ctx.Err() != nil, errors.Is(err, relay.ErrClosed):
+			return nil
+		case errors.Is(err, relay.ErrOutdatedCursor):
+			// Retention pruned events we had not read: resume at the oldest one left. The
+			// accounts whose commits were lost are stale until reindexed.
+			a.log.Warn("indexer fell behind retention; events were skipped", "cursor", a.cursor.Load())
+			if sub, err = a.subscribe(seq, a.cursor.Load()); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("read relay stream: %w", err)
+		}
+		if err := a.apply(ctx, evs); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// subscribe opens the stream after cursor. A cursor above the log's last seq means the
+// relay log was reset under the index: resume at its end rather than stall.
+func (a *AppView) subscribe(seq *relay.Sequencer, cursor int64) (*relay.Subscription, error) {
+	sub, err := seq.Subscribe(cursor)
+	if errors.Is(err, relay.ErrFutureCursor) {
+		a.log.Warn("index cursor is ahead of the relay log; resuming at its end", "cursor", cursor, "seq", seq.LastSeq())
+		sub, err = seq.Subscribe(seq.LastSeq())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to relay stream at %d: %w", cursor, err)
+	}
+	if sub.Outdated() {
+		a.log.Warn("events after the index cursor were pruned; some accounts need a reindex", "cursor", cursor)
+	}
+	return sub, nil
+}
+
+// apply indexes evs and moves the cursor past them in one transaction, then invalidates
+// the caches and wakes WaitForSeq.
+func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	last := evs[len(evs)-1].Seq
+	t := newTouched()
+	err := a.db.Write(ctx, func(tx *sql.Tx) error {
+		ix := newIndexTx(ctx, tx, t, a.log)
+		defer ix.close()
+		for _, ev := range evs {
+			if ev.Seq <= a.cursor.Load() {
+				continue // already indexed: replays never count twice
+			}
+			if err := ix.event(ev, a.now()); err != nil {
+				return fmt.Errorf("index seq %d: %w", ev.Seq, err)
+			}
+		}
+		return ix.setCursor(last)
+	})
+	if err != nil {
+		return fmt.Errorf("index events through seq %d: %w", last, err)
+	}
+	a.cache.invalidate(t)
+	a.advance(last)
+	return nil
+}
+
+// advance publishes a new cursor and wakes waiters.
+func (a *AppView) advance(seq int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if seq > a.cursor.Load() {
+		a.cursor.Store(seq)
+	}
+	close(a.advanced)
+	a.advanced = make(chan struct{})
+}
+
+// WaitForSeq waits until the index has committed every event up to seq, so a local
+// write's author sees it in their next read. It waits at most Config.WaitTimeout (less if
+// ctx ends sooner) and then returns ErrNotCaughtUp; it returns ctx's error when ctx ends.
+func (a *AppView) WaitForSeq(ctx context.Context, seq int64) error {
+	timer := time.NewTimer(a.cfg.WaitTimeout)
+	defer timer.Stop()
+	for {
+		a.mu.Lock()
+		ch := a.advanced
+		a.mu.Unlock()
+		if a.cursor.Load() >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return fmt.Errorf("%w: at seq %d, waiting for %d", ErrNotCaughtUp, a.cursor.Load(), seq)
+		case <-ctx.Done():
+			return fmt.Errorf("wait for seq %d: %w", seq, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,155 @@
+package appview
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/aerie-social/aerie/relay"
+)
+
+// openBenchIndex opens a fresh index in dir.
+func openBenchIndex(tb testing.TB, dir string) *AppView {
+	tb.Helper()
+	cfg := DefaultConfig()
+	cfg.PublicURL = "https://pds.test"
+	a, err := Open(context.Background(), filepath.Join(dir, "index.sqlite"), cfg, discardLog())
+	if err != nil {
+		tb.Fatalf("Open = %v", err)
+	}
+	return a
+}
+
+// ingest applies evs in batches as Run does.
+func ingest(tb testing.TB, a *AppView, evs []*relay.Event) {
+	tb.Helper()
+	for len(evs) > 0 {
+		n := min(len(evs), 1024)
+		if err := a.apply(context.Background(), evs[:n]); err != nil {
+			tb.Fatalf("apply = %v", err)
+		}
+		evs = evs[n:]
+	}
+}
+
+// BenchmarkIndexerIngest measures indexer throughput: one op is one batch of 1024 events
+// of the synthetic network (follows, posts, replies, quotes, likes, reposts) applied in
+// one index transaction, as Run does.
+func BenchmarkIndexerIngest(b *testing.B) {
+	cfg := benchGenConfig()
+	cfg.posts = min(cfg.posts, 20_000)
+	evs := newGenerator(cfg).network()
+	const batch = 1024
+	a := openBenchIndex(b, b.TempDir())
+	defer func() { a.Close() }()
+	pos, events := 0, 0
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		if pos >= len(evs) {
+			b.StopTimer()
+			a.Close()
+			a = openBenchIndex(b, b.TempDir())
+			pos = 0
+			b.StartTimer()
+		}
+		n := min(batch, len(evs)-pos)
+		if err := a.apply(context.Background(), evs[pos:pos+n]); err != nil {
+			b.Fatal(err)
+		}
+		pos += n
+		events += n
+	}
+	b.ReportMetric(float64(events)/time.Since(start).Seconds(), "events/s")
+}
+
+// seededIndex builds (once per process run of the benchmark) an index of the synthetic
+// network and returns its directory and the network's DIDs.
+func seededIndex(b *testing.B) (string, []string) {
+	b.Helper()
+	cfg := benchGenConfig()
+	g := newGenerator(cfg)
+	evs := g.network()
+	dir := b.TempDir()
+	a := openBenchIndex(b, dir)
+	start := time.Now()
+	ingest(b, a, evs)
+	elapsed := time.Since(start)
+	if err := a.Close(); err != nil {
+		b.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "index.sqlite"))
+	if err == nil {
+		b.Logf("seeded %d users, %d posts, %d events in %s (%.0f events/s); index %.1f MiB (%.0f MiB per million posts)",
+			cfg.users, cfg.posts, len(evs), elapsed.Round(time.Millisecond), float64(len(evs))/elapsed.Seconds(),
+			float64(st.Size())/(1<<20), float64(st.Size())/(1<<20)/float64(cfg.posts)*1e6)
+	}
+	return dir, g.dids
+}
+
+// timelineHandler returns the getTimeline handler of a.
+func timelineHandler(a *AppView) http.HandlerFunc {
+	for _, m := range a.Methods() {
+		if m.NSID == "app.bsky.feed.getTimeline" {
+			return m.Handler
+		}
+	}
+	return nil
+}
+
+// timeTimeline serves one getTimeline (limit 50, fully hydrated, JSON-encoded) for viewer.
+func timeTimeline(b *testing.B, h http.HandlerFunc, viewer string) time.Duration {
+	req := httptest.NewRequest(http.MethodGet, "/xrpc/app.bsky.feed.getTimeline?limit=50", nil)
+	req = req.WithContext(WithViewer(req.Context(), syntax.DID(viewer)))
+	w := httptest.NewRecorder()
+	start := time.Now()
+	h(w, req)
+	d := time.Since(start)
+	if w.Code != http.StatusOK {
+		b.Fatalf("getTimeline = %d: %s", w.Code, w.Body)
+	}
+	return d
+}
+
+func percentile(ds []time.Duration, p float64) float64 {
+	slices.Sort(ds)
+	i := min(int(float64(len(ds))*p), len(ds)-1)
+	return float64(ds[i].Microseconds()) / 1000
+}
+
+// BenchmarkGetTimeline measures getTimeline (limit 50, fully hydrated) on a seeded index
+// and reports p50 and p99 in milliseconds: warm (caches filled) and cold (the first
+// request of each of 200 viewers right after reopening the index).
+func BenchmarkGetTimeline(b *testing.B) {
+	dir, dids := seededIndex(b)
+	viewers := dids[:min(len(dids), 200)]
+
+	// Cold: a reopened index, each viewer's first request.
+	a := openBenchIndex(b, dir)
+	h := timelineHandler(a)
+	var cold []time.Duration
+	for _, v := range viewers {
+		cold = append(cold, timeTimeline(b, h, v))
+	}
+	var warm []time.Duration
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		warm = append(warm, timeTimeline(b, h, viewers[i%len(viewers)]))
+		i++
+	}
+	b.ReportMetric(percentile(warm, 0.50), "p50-ms")
+	b.ReportMetric(percentile(warm, 0.99), "p99-ms")
+	b.ReportMetric(percentile(cold, 0.50), "cold-p50-ms")
+	b.ReportMetric(percentile(cold, 0.99), "cold-p99-ms")
+	if err := a.Close(); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,136 @@
+package appview
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// cacheShards is how many generation counters guard each cache. A reader may only Set a
+// value if its shard's generation did not move while it read the index; more shards mean
+// fewer refused Sets while the indexer invalidates unrelated keys.
+const cacheShards = 256
+
+// cache is a ristretto cache of values hydrated from the index, keyed by DID or URI.
+//
+// ristretto applies Set asynchronously, so a reader that loaded a value from a snapshot
+// taken before an index commit could otherwise store it after the indexer's Del and keep a
+// stale value forever. Each key hashes to a generation counter that invalidate bumps
+// before it deletes; a reader takes stamp before reading the index and set refuses the
+// value if the stamp moved. A Set ristretto drops is only a miss: the index is the truth.
+type cache[V any] struct {
+	c    *ristretto.Cache[string, V]
+	gens [cacheShards]atomic.Uint64
+}
+
+func newCache[V any](maxCost int64) (*cache[V], error) {
+	c, err := ristretto.NewCache(&ristretto.Config[string, V]{
+		// NumCounters ~10× the expected entries (ristretto's advice); entries cost
+		// about 1 KiB.
+		NumCounters: max(maxCost/100, 1000),
+		MaxCost:     maxCost,
+		BufferItems: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new cache: %w", err)
+	}
+	return &cache[V]{c: c}, nil
+}
+
+func shardOf(key string) int {
+	// FNV-1a: a few nanoseconds, and any spread will do.
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % cacheShards)
+}
+
+func (c *cache[V]) get(key string) (V, bool) { return c.c.Get(key) }
+
+// stamp returns the generation to pass to set; take it before reading the index.
+func (c *cache[V]) stamp(key string) uint64 { return c.gens[shardOf(key)].Load() }
+
+// set stores v unless key's shard was invalidated since stamp.
+func (c *cache[V]) set(key string, v V, cost int64, stamp uint64) {
+	if c.gens[shardOf(key)].Load() != stamp {
+		return
+	}
+	c.c.Set(key, v, cost)
+}
+
+// invalidate drops key; called after the index transaction that changed it commits.
+func (c *cache[V]) invalidate(key string) {
+	c.gens[shardOf(key)].Add(1)
+	c.c.Del(key)
+}
+
+func (c *cache[V]) close() { c.c.Close() }
+
+// caches are the AppView's hydration caches.
+type caches struct {
+	actors  *cache[*actorRow]
+	posts   *cache[*postRow]
+	follows *cache[[]string] // viewer DID → DIDs it follows
+}
+
+func newCaches(maxCost int64) (*caches, error) {
+	a, err := newCache[*actorRow](maxCost / 4)
+	if err != nil {
+		return nil, err
+	}
+	p, err := newCache[*postRow](maxCost / 2)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	f, err := newCache[[]string](maxCost / 4)
+	if err != nil {
+		a.close()
+		p.close()
+		return nil, err
+	}
+	return &caches{actors: a, posts: p, follows: f}, nil
+}
+
+func (c *caches) close() {
+	c.actors.close()
+	c.posts.close()
+	c.follows.close()
+}
+
+// touched collects the cache keys an index transaction changed, so they can be
+// invalidated once it has committed.
+type touched struct {
+	actors  map[string]struct{}
+	posts   map[string]struct{}
+	follows map[string]struct{}
+}
+
+func newTouched() *touched {
+	return &touched{actors: map[string]struct{}{}, posts: map[string]struct{}{}, follows: map[string]struct{}{}}
+}
+
+func (t *touched) actor(did string) { t.actors[did] = struct{}{} }
+func (t *touched) post(uri string) {
+	if uri != "" {
+		t.posts[uri] = struct{}{}
+	}
+}
+func (t *touched) follow(did string) { t.follows[did] = struct{}{} }
+
+// invalidate drops every touched key. Call it after the transaction commits, never before:
+// a reader between the Del and the commit would cache the old value again.
+func (c *caches) invalidate(t *touched) {
+	for k := range t.actors {
+		c.actors.invalidate(k)
+	}
+	for k := range t.posts {
+		c.posts.invalidate(k)
+	}
+	for k := range t.follows {
+		c.follows.invalidate(k)
+	}
+}

@@ -1,0 +1,57 @@
+package appview
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config is the [appview] section of the node's configuration.
+type Config struct {
+	// PublicURL is the node's public base URL (https://pds.example.com), used to build the
+	// image URLs in views: <PublicURL>/img/<preset>/plain/<did>/<cid>@jpeg. The node sets it
+	// from its hostname, so it has no key of its own.
+	PublicURL string `toml:"-"`
+	// Synchronous is index.sqlite's synchronous pragma (default NORMAL). The index is
+	// derived, so a power cut that loses the newest batches only makes the indexer replay
+	// them from its cursor. The node sets it from db.synchronous.
+	Synchronous string `toml:"-"`
+	// CacheBytes bounds the ristretto caches of hydrated profiles, posts and follow lists
+	// (default 64 MiB). The caches are never the truth, so any size is correct.
+	CacheBytes int64 `toml:"cache_bytes"`
+	// WaitTimeout bounds WaitForSeq, the read-after-write wait of a local write (default
+	// 2s): a write is acknowledged even when the index lags, just not yet visible.
+	WaitTimeout time.Duration `toml:"wait_timeout"`
+}
+
+// DefaultConfig returns the configuration used when the file says nothing.
+func DefaultConfig() Config {
+	return Config{
+		PublicURL:   "http://localhost:2583",
+		Synchronous: "NORMAL",
+		CacheBytes:  64 << 20,
+		WaitTimeout: 2 * time.Second,
+	}
+}
+
+// Validate reports every invalid field at once, by key name.
+func (c Config) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("appview.public_url: %q is not an http(s) URL", c.PublicURL))
+	}
+	switch strings.ToUpper(c.Synchronous) {
+	case "OFF", "NORMAL", "FULL", "EXTRA":
+	default:
+		errs = append(errs, fmt.Errorf("appview.synchronous: %q is not OFF, NORMAL, FULL or EXTRA", c.Synchronous))
+	}
+	if c.CacheBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("appview.cache_bytes: %d is below the minimum of 1 MiB", c.CacheBytes))
+	}
+	if c.WaitTimeout <= 0 || c.WaitTimeout > time.Minute {
+		errs = append(errs, fmt.Errorf("appview.wait_timeout: %s is not between 0 and 1m", c.WaitTimeout))
+	}
+	return errors.Join(errs...)
+}

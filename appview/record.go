@@ -1,0 +1,211 @@
+package appview
+
+import (
+	"strings"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atdata"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+)
+
+// Record collections the indexer understands (atproto-reference §10).
+const (
+	colPost       = "app.bsky.feed.post"
+	colLike       = "app.bsky.feed.like"
+	colRepost     = "app.bsky.feed.repost"
+	colFollow     = "app.bsky.graph.follow"
+	colBlock      = "app.bsky.graph.block"
+	colProfile    = "app.bsky.actor.profile"
+	colList       = "app.bsky.graph.list"
+	colListItem   = "app.bsky.graph.listitem"
+	colListBlock  = "app.bsky.graph.listblock"
+	colThreadgate = "app.bsky.feed.threadgate"
+	colPostgate   = "app.bsky.feed.postgate"
+	colGenerator  = "app.bsky.feed.generator"
+)
+
+// Media kinds of a post, for getAuthorFeed's filters.
+const (
+	mediaNone     = 0
+	mediaImages   = 1
+	mediaVideo    = 2
+	mediaExternal = 3
+)
+
+// The values below walk a record parsed by atdata (map[string]any of string, int64, bool,
+// []any, map[string]any, atdata.CIDLink, *atdata.Blob, atdata.Bytes). Records come from
+// untrusted repos, so every accessor tolerates a missing key or a wrong type.
+
+func mapOf(m map[string]any, key string) map[string]any {
+	v, _ := m[key].(map[string]any)
+	return v
+}
+
+func strOf(m map[string]any, key string) string {
+	v, _ := m[key].(string)
+	return v
+}
+
+func listOf(m map[string]any, key string) []any {
+	v, _ := m[key].([]any)
+	return v
+}
+
+func intOf(m map[string]any, key string) (int64, bool) {
+	v, ok := m[key].(int64)
+	return v, ok
+}
+
+// blobCID returns the CID of a blob value, or "".
+func blobCID(v any) string {
+	switch b := v.(type) {
+	case *atdata.Blob:
+		if b != nil && b.Ref.IsDefined() {
+			return b.Ref.String()
+		}
+	case atdata.Blob:
+		if b.Ref.IsDefined() {
+			return b.Ref.String()
+		}
+	}
+	return ""
+}
+
+// readStrongRef reads a com.atproto.repo.strongRef: a valid AT-URI and a non-empty CID.
+func readStrongRef(m map[string]any) (uri, cid string, ok bool) {
+	if m == nil {
+		return "", "", false
+	}
+	uri, cid = strOf(m, "uri"), strOf(m, "cid")
+	if cid == "" {
+		return "", "", false
+	}
+	if _, err := syntax.ParseATURI(uri); err != nil {
+		return "", "", false
+	}
+	return uri, cid, true
+}
+
+// didOf reads a DID field.
+func didOf(m map[string]any, key string) (string, bool) {
+	d, err := syntax.ParseDID(strOf(m, key))
+	if err != nil {
+		return "", false
+	}
+	return d.String(), true
+}
+
+// uriAuthority returns the DID of an at:// URI, or "" when the authority is a handle or the
+// URI is malformed.
+func uriAuthority(uri string) string {
+	u, err := syntax.ParseATURI(uri)
+	if err != nil {
+		return ""
+	}
+	d, err := u.Authority().AsDID()
+	if err != nil {
+		return ""
+	}
+	return d.String()
+}
+
+// uriCollection returns the collection of an at:// URI, or "".
+func uriCollection(uri string) string {
+	rest, ok := strings.CutPrefix(uri, "at://")
+	if !ok {
+		return ""
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	if len(parts) < 2 {
+		return ""
+	}
+	return parts[1]
+}
+
+// createdAtOf returns the record's createdAt as written and as a time; a missing or
+// malformed value yields now, so the record still sorts somewhere sensible.
+func createdAtOf(m map[string]any, now time.Time) (string, time.Time) {
+	raw := strOf(m, "createdAt")
+	if dt, err := syntax.ParseDatetimeLenient(raw); err == nil {
+		return raw, dt.Time()
+	}
+	return now.UTC().Format(syntax.AtprotoDatetimeLayout), now
+}
+
+// sortAt is min(createdAt, indexedAt) in microseconds (§11.1): a post dated in the future
+// cannot pin itself to the top of feeds.
+func sortAt(created, indexed time.Time) int64 {
+	if created.After(indexed) {
+		return indexed.UnixMicro()
+	}
+	return created.UnixMicro()
+}
+
+// post is what the index keeps from an app.bsky.feed.post record.
+type post struct {
+	text                string
+	replyRoot, replyPar string
+	replyRootCID        string
+	quoteURI            string
+	media               int
+	langs               string
+	mentions            []string
+}
+
+// parsePost reads the fields of a post record the index needs. ok is false for a record
+// the index must ignore (a malformed reply reference).
+func parsePost(m map[string]any) (p post, ok bool) {
+	p.text = strOf(m, "text")
+	if r := mapOf(m, "reply"); r != nil {
+		root, rootCID, ok1 := readStrongRef(mapOf(r, "root"))
+		parent, _, ok2 := readStrongRef(mapOf(r, "parent"))
+		if !ok1 || !ok2 {
+			return p, false
+		}
+		p.replyRoot, p.replyRootCID, p.replyPar = root, rootCID, parent
+	}
+	if e := mapOf(m, "embed"); e != nil {
+		switch strOf(e, "$type") {
+		case "app.bsky.embed.images", "app.bsky.embed.gallery":
+			p.media = mediaImages
+		case "app.bsky.embed.video":
+			p.media = mediaVideo
+		case "app.bsky.embed.external":
+			p.media = mediaExternal
+		case "app.bsky.embed.record":
+			p.quoteURI, _, _ = readStrongRef(mapOf(e, "record"))
+		case "app.bsky.embed.recordWithMedia":
+			p.quoteURI, _, _ = readStrongRef(mapOf(mapOf(e, "record"), "record"))
+			switch strOf(mapOf(e, "media"), "$type") {
+			case "app.bsky.embed.images", "app.bsky.embed.gallery":
+				p.media = mediaImages
+			case "app.bsky.embed.video":
+				p.media = mediaVideo
+			case "app.bsky.embed.external":
+				p.media = mediaExternal
+			}
+		}
+	}
+	var langs []string
+	for _, l := range listOf(m, "langs") {
+		if s, ok := l.(string); ok {
+			langs = append(langs, s)
+		}
+	}
+	p.langs = strings.Join(langs, ",")
+	seen := map[string]bool{}
+	for _, f := range listOf(m, "facets") {
+		fm, _ := f.(map[string]any)
+		for _, feat := range listOf(fm, "features") {
+			ft, _ := feat.(map[string]any)
+			if strOf(ft, "$type") != "app.bsky.richtext.facet#mention" {
+				continue
+			}
+			if d, ok := didOf(ft, "did"); ok && !seen[d] {
+				seen[d] = true
+				p.mentions = append(p.mentions, d)
+			}
+		}
+	}
+	return p, true
+}

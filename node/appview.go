@@ -1,0 +1,149 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"iter"
+	"net/http"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/aerie-social/aerie/appview"
+	"github.com/aerie-social/aerie/node/xrpc"
+	"github.com/aerie-social/aerie/repo"
+)
+
+// appviewRoutes mounts every app.bsky method of the local AppView. The official app sends
+// atproto-proxy: did:web:api.bsky.app#bsky_appview; those calls are answered here too, as
+// this node is its users' AppView.
+func (n *Node) appviewRoutes(x *xrpcMux) {
+	for _, m := range n.appview.Methods() {
+		level := authOptional
+		if m.Auth == appview.AuthRequired {
+			level = authAccess
+		}
+		h := m.Handler
+		wrapped := n.withAuth(level, func(w http.ResponseWriter, r *http.Request) error {
+			if a := authFrom(r.Context()); a != nil && a.DID != "" {
+				r = r.WithContext(appview.WithViewer(r.Context(), syntax.DID(a.DID)))
+			}
+			h(w, r)
+			return nil
+		})
+		if m.Procedure {
+			x.procedure(m.NSID, wrapped)
+		} else {
+			x.query(m.NSID, wrapped)
+		}
+	}
+	x.query("app.bsky.actor.getPreferences", n.withAuth(authAccess, n.handleAppBskyActorGetPreferences))
+	x.procedure("app.bsky.actor.putPreferences", n.withAuth(authAccess, n.handleAppBskyActorPutPreferences))
+}
+
+// waitIndexed gives read-after-write: it returns once the indexer has passed seq, or after
+// appview.wait_timeout, whichever is first. A slow indexer delays the answer, never fails it.
+func (n *Node) waitIndexed(ctx context.Context, seq int64) {
+	if seq <= 0 {
+		return
+	}
+	if err := n.appview.WaitForSeq(ctx, seq); err != nil && !errors.Is(err, appview.ErrNotCaughtUp) && ctx.Err() == nil {
+		n.log.WarnContext(ctx, "wait for the indexer", "seq", seq, "err", err)
+	}
+}
+
+// reindexLoop rebuilds the index entries of local repos that a #sync event marked (after a
+// crash repair or an import), from the repos themselves.
+func (n *Node) reindexLoop(ctx context.Context) error {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		dids, err := n.appview.NeedsReindex(ctx, 100)
+		if err != nil && ctx.Err() == nil {
+			n.log.WarnContext(ctx, "list repos to reindex", "err", err)
+		}
+		for _, did := range dids {
+			if ok, err := n.repos.Exists(ctx, did); err != nil || !ok {
+				continue // not hosted here: the crawler resyncs remote repos
+			}
+			if err := n.appview.Reindex(ctx, did, n.repoRecords(ctx, did)); err != nil && ctx.Err() == nil {
+				n.log.WarnContext(ctx, "reindex", "did", did, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// repoRecords yields every record of a local repo, collection by collection.
+func (n *Node) repoRecords(ctx context.Context, did syntax.DID) iter.Seq2[appview.RepoRecord, error] {
+	return func(yield func(appview.RepoRecord, error) bool) {
+		colls, err := n.repos.Describe(ctx, did)
+		if err != nil {
+			yield(appview.RepoRecord{}, err)
+			return
+		}
+		for _, coll := range colls {
+			cursor := ""
+			for {
+				recs, next, err := n.repos.ListRecords(ctx, did, coll, cursor, repo.MaxListLimit, false)
+				if err != nil {
+					yield(appview.RepoRecord{}, err)
+					return
+				}
+				for _, r := range recs {
+					if !yield(appview.RepoRecord{Collection: coll, RKey: r.RKey, CID: r.CID, CBOR: r.CBOR}, nil) {
+						return
+					}
+				}
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+		}
+	}
+}
+
+func (n *Node) handleAppBskyActorGetPreferences(w http.ResponseWriter, r *http.Request) error {
+	prefs, err := n.repos.Preferences(r.Context(), syntax.DID(authFrom(r.Context()).DID))
+	if err != nil {
+		return err
+	}
+	if len(prefs) == 0 {
+		prefs = []byte("[]")
+	}
+	xrpc.WriteJSON(w, http.StatusOK, map[string]any{"preferences": json.RawMessage(prefs)})
+	return nil
+}
+
+func (n *Node) handleAppBskyActorPutPreferences(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Preferences []map[string]any `json:"preferences"`
+	}
+	if err := decodeJSON(w, r, int64(n.cfg.HTTP.MaxBody), &in); err != nil {
+		return err
+	}
+	for i, p := range in.Preferences {
+		if t, _ := p["$type"].(string); t == "" {
+			return xrpc.InvalidRequest("preferences[%d] has no $type", i)
+		}
+	}
+	prefs := in.Preferences
+	if prefs == nil {
+		prefs = []map[string]any{}
+	}
+	raw, err := json.Marshal(prefs)
+	if err != nil {
+		return err
+	}
+	if err := n.repos.PutPreferences(r.Context(), syntax.DID(authFrom(r.Context()).DID), raw); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
