@@ -69,8 +69,20 @@ func (n *Node) handleComAtprotoServerCreateAccount(w http.ResponseWriter, r *htt
 	if err := n.rateLimit(w, n.clientIP(r), limitCreateAccount); err != nil {
 		return err
 	}
+	if strings.HasPrefix(r.Header.Get("Authorization"), "Basic ") {
+		if _, err := n.authenticateAdmin(r); err != nil {
+			return err
+		}
+		in.byAdmin = true
+	}
 	if in.DID != "" {
-		acct, err := n.createMigratingAccount(r.Context(), r, in)
+		create := n.createMigratingAccount
+		if strings.HasPrefix(in.DID, "did:web:") && !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			create = func(ctx context.Context, _ *http.Request, in newAccountInput) (*account, error) {
+				return n.createWebAccount(ctx, in)
+			}
+		}
+		acct, err := create(r.Context(), r, in)
 		if err != nil {
 			return err
 		}
@@ -80,12 +92,6 @@ func (n *Node) handleComAtprotoServerCreateAccount(w http.ResponseWriter, r *htt
 		}
 		xrpc.WriteJSON(w, http.StatusOK, out)
 		return nil
-	}
-	if strings.HasPrefix(r.Header.Get("Authorization"), "Basic ") {
-		if _, err := n.authenticateAdmin(r); err != nil {
-			return err
-		}
-		in.byAdmin = true
 	}
 	acct, err := n.createAccount(r.Context(), in)
 	if err != nil {
@@ -164,20 +170,41 @@ func (n *Node) createAccount(ctx context.Context, in newAccountInput) (*account,
 		return nil, fmt.Errorf("sign PLC genesis: %w", err)
 	}
 
-	// Order: the repo first (a crash leaves an orphan folder, harmless), then the DID in
-	// PLC, then the account row, which makes the account exist.
-	commit, err := n.repos.Create(ctx, did, signing)
-	if err != nil {
-		return nil, fmt.Errorf("create repo: %w", err)
-	}
-	if err := n.plc.Submit(ctx, did, op); err != nil {
-		n.repos.Delete(context.WithoutCancel(ctx), did)
-		return nil, &xrpc.Error{Status: http.StatusBadGateway, Name: "UpstreamFailure", Message: "the PLC directory refused the new DID", Err: err}
-	}
 	acct := &account{DID: did.String(), Handle: handle.String(), Email: email, PasswordHash: hash, CreatedAt: timestamp(n.now())}
+	invite := ""
+	if needInvite {
+		invite = strings.TrimSpace(in.InviteCode)
+	}
+	if err := n.establishAccount(ctx, acct, signing, invite, func() error {
+		if err := n.plc.Submit(ctx, did, op); err != nil {
+			return &xrpc.Error{Status: http.StatusBadGateway, Name: "UpstreamFailure", Message: "the PLC directory refused the new DID", Err: err}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	n.log.InfoContext(ctx, "account created", "did", acct.DID, "handle", acct.Handle)
+	return acct, nil
+}
+
+// establishAccount makes a new account exist: its empty repository signed with key, then
+// register (publishing the identity, e.g. the PLC genesis), then the account row (using
+// the invite code when one is needed), then the creation events #identity, #account,
+// #commit and #sync. A failure before the row removes the repository again; a crash leaves
+// at worst an orphan repository folder, which no account names.
+func (n *Node) establishAccount(ctx context.Context, acct *account, key atcrypto.PrivateKeyExportable, invite string, register func() error) error {
+	did := syntax.DID(acct.DID)
+	commit, err := n.repos.Create(ctx, did, key)
+	if err != nil {
+		return fmt.Errorf("create repo: %w", err)
+	}
+	if err := register(); err != nil {
+		n.repos.Delete(context.WithoutCancel(ctx), did)
+		return err
+	}
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
-		if needInvite {
-			if err := useInviteCode(ctx, tx, strings.TrimSpace(in.InviteCode), acct.DID, acct.CreatedAt); err != nil {
+		if invite != "" {
+			if err := useInviteCode(ctx, tx, invite, acct.DID, acct.CreatedAt); err != nil {
 				return err
 			}
 		}
@@ -185,22 +212,18 @@ func (n *Node) createAccount(ctx context.Context, in newAccountInput) (*account,
 	})
 	if err != nil {
 		n.repos.Delete(context.WithoutCancel(ctx), did)
-		return nil, err
+		return err
 	}
 	// The account exists from here on; events tell the network.
 	evCtx := context.WithoutCancel(ctx)
-	if err := n.emit(evCtx, relay.NewIdentity(did, handle)); err != nil {
-		return nil, err
+	if err := n.emit(evCtx, relay.NewIdentity(did, syntax.Handle(acct.Handle))); err != nil {
+		return err
 	}
 	if err := n.emit(evCtx, relay.NewAccount(did, true, "")); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := n.sequenceCommit(evCtx, commit); err != nil {
-		return nil, err
+		return err
 	}
-	if err := n.emitSync(evCtx, did); err != nil {
-		return nil, err
-	}
-	n.log.InfoContext(ctx, "account created", "did", acct.DID, "handle", acct.Handle)
-	return acct, nil
+	return n.emitSync(evCtx, did)
 }

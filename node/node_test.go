@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -51,7 +52,11 @@ func testNodeClock(t *testing.T, edit ...func(*Config)) (*Node, string, *testClo
 		e(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n, err := New(ctx, cfg, "test", slog.New(slog.DiscardHandler))
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("AERIE_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	n, err := New(ctx, cfg, "test", logger)
 	if err != nil {
 		t.Fatalf("New = %v", err)
 	}

@@ -83,9 +83,11 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	pragmas.Add("_pragma", "journal_mode(WAL)")
 	pragmas.Add("_pragma", "synchronous("+sync+")")
 	pragmas.Add("_pragma", "foreign_keys(ON)")
-	writerDSN := "file:" + filePath + "?" + pragmas.Encode() + "&_txlock=immediate"
+	// The path is a URI path: escape what SQLite would decode (did:web DIDs contain "%3A").
+	uriPath := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(filePath)
+	writerDSN := "file:" + uriPath + "?" + pragmas.Encode() + "&_txlock=immediate"
 	pragmas.Add("_pragma", "query_only(1)")
-	readerDSN := "file:" + filePath + "?" + pragmas.Encode()
+	readerDSN := "file:" + uriPath + "?" + pragmas.Encode()
 
 	w, err := sql.Open("sqlite", writerDSN)
 	if err != nil {
