@@ -28,6 +28,25 @@ type actor struct {
 	// estimates the WAL written since the last checkpoint request. Both guarded by mu.
 	tuned    bool
 	walUnits int
+	// head caches the root row for the next commit when cached is set: only this actor's
+	// commits (under mu) move the head of an open file, so a commit need not read it
+	// back. Guarded by mu.
+	head   head
+	cached bool
+}
+
+// currentHead returns the head as of tx's start: the cached one when valid, else the root
+// row (which it then caches). a.mu must be held.
+func (a *actor) currentHead(ctx context.Context, tx *sql.Tx) (head, error) {
+	if a.cached {
+		return a.head, nil
+	}
+	h, err := readHead(ctx, a.db, tx)
+	if err != nil {
+		return head{}, err
+	}
+	a.head, a.cached = h, true
+	return h, nil
 }
 
 // WAL checkpointing. A commit on a repo of 10k records appends about 20 pages to the WAL;
@@ -79,13 +98,9 @@ func (a *actor) noteCommit(ops int) bool {
 }
 
 // checkpoint copies the WAL back into the database file without blocking writers: a
-// PASSIVE checkpoint on a reader connection.
+// PASSIVE checkpoint on a connection of its own.
 func (a *actor) checkpoint(ctx context.Context) error {
-	err := a.db.Read(ctx, func(tx *sql.Tx) error {
-		var busy, log, done int
-		return tx.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
-	})
-	if err != nil {
+	if err := a.db.CheckpointPassive(ctx); err != nil {
 		return fmt.Errorf("checkpoint %s: %w", a.did, err)
 	}
 	return nil
@@ -117,10 +132,14 @@ type head struct {
 
 // readHead returns the root row. A file without one is a repo whose creation never
 // finished, which Create's rename makes impossible, so it reads as missing.
-func readHead(ctx context.Context, tx *sql.Tx) (head, error) {
+func readHead(ctx context.Context, db *sqlite.DB, tx *sql.Tx) (head, error) {
+	st, err := db.Stmt(ctx, tx, "SELECT commit_cid, rev, data_cid FROM root WHERE id = 1")
+	if err != nil {
+		return head{}, fmt.Errorf("read head: %w", err)
+	}
 	var commitRaw, dataRaw []byte
 	var rev string
-	err := tx.QueryRowContext(ctx, "SELECT commit_cid, rev, data_cid FROM root WHERE id = 1").Scan(&commitRaw, &rev, &dataRaw)
+	err = st.QueryRowContext(ctx).Scan(&commitRaw, &rev, &dataRaw)
 	if errors.Is(err, sql.ErrNoRows) {
 		return head{}, ErrRepoNotFound
 	}
@@ -140,14 +159,16 @@ func readHead(ctx context.Context, tx *sql.Tx) (head, error) {
 // txBlocks reads blocks inside one transaction, so the MST sees exactly the snapshot (or
 // the pending writes) of the transaction that uses it.
 type txBlocks struct {
-	tx   *sql.Tx
+	db   *sqlite.DB
+	tx   *sql.Tx // from db
 	stmt *sql.Stmt
 }
 
-// ReadBlock returns the block stored under c, or an error wrapping ErrBlockNotFound.
+// ReadBlock returns the block stored under c, or an error wrapping ErrBlockNotFound. The
+// head commit is not in the blocks table but in the root row (migration 0002).
 func (r *txBlocks) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if r.stmt == nil {
-		stmt, err := r.tx.PrepareContext(ctx, "SELECT data FROM blocks WHERE cid = ?")
+		stmt, err := r.db.Stmt(ctx, r.tx, "SELECT data FROM blocks WHERE cid = ?")
 		if err != nil {
 			return nil, fmt.Errorf("read block %s: %w", c, err)
 		}
@@ -156,6 +177,9 @@ func (r *txBlocks) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 	var data []byte
 	err := r.stmt.QueryRowContext(ctx, c.Bytes()).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
+		err = r.tx.QueryRowContext(ctx, "SELECT commit_block FROM root WHERE commit_cid = ?", c.Bytes()).Scan(&data)
+	}
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && data == nil) {
 		return nil, fmt.Errorf("read block %s: %w", c, ErrBlockNotFound)
 	}
 	if err != nil {

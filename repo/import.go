@@ -10,6 +10,8 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
+
+	"github.com/aerie-social/aerie/node/sqlite"
 )
 
 // carBlocks serves the blocks of a loaded CAR to the MST.
@@ -122,7 +124,7 @@ func (s *Store) importCAR(ctx context.Context, did syntax.DID, r io.Reader, veri
 	err = s.exclusive(ctx, did, func() error {
 		_, exclusiveErr = s.buildActor(ctx, did, signingKey, func(a *actor) (*CommitEvent, error) {
 			return nil, a.db.Write(ctx, func(tx *sql.Tx) error {
-				return storeImport(ctx, tx, commit.Rev, commitCID, commitBytes, commit.Data, delta.NewBlocks, records)
+				return storeImport(ctx, a.db, tx, commit.Rev, commitCID, commitBytes, commit.Data, delta.NewBlocks, records)
 			})
 		})
 		return exclusiveErr
@@ -134,11 +136,8 @@ func (s *Store) importCAR(ctx context.Context, did syntax.DID, r io.Reader, veri
 }
 
 // storeImport writes an imported repo into a fresh actor file.
-func storeImport(ctx context.Context, tx *sql.Tx, rev syntax.TID, commitCID cid.Cid, commitBytes []byte, data cid.Cid, nodes []Block, records []importedRecord) error {
-	ct := &commitTx{ctx: ctx, tx: tx, rev: rev, revInt: revInt(rev)}
-	if err := ct.putBlock(commitCID, commitBytes); err != nil {
-		return err
-	}
+func storeImport(ctx context.Context, db *sqlite.DB, tx *sql.Tx, rev syntax.TID, commitCID cid.Cid, commitBytes []byte, data cid.Cid, nodes []Block, records []importedRecord) error {
+	ct := &commitTx{ctx: ctx, db: db, tx: tx, rev: rev, revInt: revInt(rev)}
 	for _, b := range nodes {
 		if err := ct.putBlock(b.CID, b.Data); err != nil {
 			return err
@@ -149,8 +148,8 @@ func storeImport(ctx context.Context, tx *sql.Tx, rev syntax.TID, commitCID cid.
 			return err
 		}
 	}
-	err := ct.exec("INSERT INTO root (id, commit_cid, rev, data_cid) VALUES (1, ?, ?, ?)",
-		commitCID.Bytes(), string(rev), data.Bytes())
+	err := ct.exec("INSERT INTO root (id, commit_cid, rev, data_cid, commit_block) VALUES (1, ?, ?, ?, ?)",
+		commitCID.Bytes(), string(rev), data.Bytes(), commitBytes)
 	if err != nil {
 		return fmt.Errorf("set head: %w", err)
 	}

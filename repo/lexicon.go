@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/bluesky-social/indigo/atproto/lexicon"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -48,7 +49,12 @@ const (
 // Validator checks records against a lexicon catalog. It is read-only after
 // construction and safe for concurrent use.
 type Validator struct {
-	cat *lexicon.BaseCatalog
+	fsys fs.FS
+	// The catalog is parsed on first use: the embedded lexicons take tens of milliseconds
+	// to load, which would otherwise be most of the node's startup time.
+	once sync.Once
+	cat  *lexicon.BaseCatalog
+	err  error
 }
 
 // NewValidator returns a Validator over the embedded lexicons.
@@ -61,8 +67,19 @@ func NewValidator() (*Validator, error) {
 }
 
 // NewValidatorFS returns a Validator over every .json lexicon file in fsys
-// (walked recursively); other files are ignored.
+// (walked recursively); other files are ignored. The files are read on first use; a
+// malformed one makes every validation fail with its error.
 func NewValidatorFS(fsys fs.FS) (*Validator, error) {
+	return &Validator{fsys: fsys}, nil
+}
+
+// catalog returns the parsed lexicons, loading them the first time.
+func (v *Validator) catalog() (*lexicon.BaseCatalog, error) {
+	v.once.Do(func() { v.cat, v.err = loadCatalog(v.fsys) })
+	return v.cat, v.err
+}
+
+func loadCatalog(fsys fs.FS) (*lexicon.BaseCatalog, error) {
 	cat := lexicon.NewBaseCatalog()
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -87,7 +104,7 @@ func NewValidatorFS(fsys fs.FS) (*Validator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load lexicons: %w", err)
 	}
-	return &Validator{cat: cat}, nil
+	return cat, nil
 }
 
 // ValidateRecord checks a parsed record (Record.Data) of collection against
@@ -103,7 +120,11 @@ func (v *Validator) ValidateRecord(collection syntax.NSID, data map[string]any, 
 	if mode == ValidateSkip {
 		return StatusUnknown, nil
 	}
-	schema, err := v.cat.Resolve(string(collection))
+	cat, err := v.catalog()
+	if err != nil {
+		return "", err
+	}
+	schema, err := cat.Resolve(string(collection))
 	if err != nil {
 		if mode == ValidateRequired {
 			return "", fmt.Errorf("%w: lexicon not found: %s", ErrInvalidRecord, collection)
@@ -114,7 +135,7 @@ func (v *Validator) ValidateRecord(collection syntax.NSID, data map[string]any, 
 	if !ok {
 		return "", fmt.Errorf("%w: %s is not a record type", ErrInvalidRecord, collection)
 	}
-	w := lexWalker{cat: v.cat}
+	w := lexWalker{cat: cat}
 	if err := w.object("Record", string(collection), rec.Record, data); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 	}

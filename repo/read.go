@@ -130,7 +130,7 @@ func (s *Store) Head(ctx context.Context, did syntax.DID) (commit cid.Cid, rev s
 	err = s.withActor(ctx, did, func(a *actor) error {
 		return a.read(ctx, func(tx *sql.Tx) error {
 			var err error
-			h, err = readHead(ctx, tx)
+			h, err = readHead(ctx, a.db, tx)
 			return err
 		})
 	})
@@ -148,11 +148,11 @@ func (s *Store) Head(ctx context.Context, did syntax.DID) (commit cid.Cid, rev s
 func (s *Store) ExportCAR(ctx context.Context, did syntax.DID, since syntax.TID, w io.Writer) error {
 	return s.withActor(ctx, did, func(a *actor) error {
 		return a.read(ctx, func(tx *sql.Tx) error {
-			h, err := readHead(ctx, tx)
+			h, err := readHead(ctx, a.db, tx)
 			if err != nil {
 				return err
 			}
-			br := &txBlocks{tx: tx}
+			br := &txBlocks{db: a.db, tx: tx}
 			commit, err := br.ReadBlock(ctx, h.commit)
 			if err != nil {
 				return err
@@ -206,11 +206,11 @@ func (s *Store) RecordProof(ctx context.Context, did syntax.DID, collection synt
 	key := string(collection) + "/" + string(rkey)
 	return s.withActor(ctx, did, func(a *actor) error {
 		return a.read(ctx, func(tx *sql.Tx) error {
-			h, err := readHead(ctx, tx)
+			h, err := readHead(ctx, a.db, tx)
 			if err != nil {
 				return err
 			}
-			br := &txBlocks{tx: tx}
+			br := &txBlocks{db: a.db, tx: tx}
 			commit, err := br.ReadBlock(ctx, h.commit)
 			if err != nil {
 				return err
@@ -253,7 +253,7 @@ func (s *Store) RecordProof(ctx context.Context, did syntax.DID, collection synt
 func (s *Store) GetBlocks(ctx context.Context, did syntax.DID, cids []cid.Cid, w io.Writer) error {
 	return s.withActor(ctx, did, func(a *actor) error {
 		return a.read(ctx, func(tx *sql.Tx) error {
-			br := &txBlocks{tx: tx}
+			br := &txBlocks{db: a.db, tx: tx}
 			blocks := make([]Block, 0, len(cids))
 			for _, c := range cids {
 				data, err := br.ReadBlock(ctx, c)

@@ -13,12 +13,12 @@ import (
 func (s *Store) HeadBlock(ctx context.Context, did syntax.DID) (commit cid.Cid, rev syntax.TID, block []byte, err error) {
 	err = s.withActor(ctx, did, func(a *actor) error {
 		return a.read(ctx, func(tx *sql.Tx) error {
-			h, err := readHead(ctx, tx)
+			h, err := readHead(ctx, a.db, tx)
 			if err != nil {
 				return err
 			}
 			commit, rev = h.commit, h.rev
-			block, err = (&txBlocks{tx: tx}).ReadBlock(ctx, h.commit)
+			block, err = (&txBlocks{db: a.db, tx: tx}).ReadBlock(ctx, h.commit)
 			return err
 		})
 	})
@@ -29,7 +29,7 @@ func (s *Store) HeadBlock(ctx context.Context, did syntax.DID) (commit cid.Cid, 
 type RepoStats struct {
 	Commit cid.Cid
 	Rev    syntax.TID
-	// Blocks counts stored blocks (commit, MST nodes, record values).
+	// Blocks counts stored blocks (the commit in the root row, MST nodes, record values).
 	Blocks int64
 	// Records counts records.
 	Records int64
@@ -44,13 +44,13 @@ func (s *Store) Stats(ctx context.Context, did syntax.DID) (RepoStats, error) {
 	var st RepoStats
 	err := s.withActor(ctx, did, func(a *actor) error {
 		return a.read(ctx, func(tx *sql.Tx) error {
-			h, err := readHead(ctx, tx)
+			h, err := readHead(ctx, a.db, tx)
 			if err != nil {
 				return err
 			}
 			st.Commit, st.Rev = h.commit, h.rev
 			return tx.QueryRowContext(ctx, `SELECT
-				(SELECT count(*) FROM blocks),
+				(SELECT count(*) FROM blocks) + (SELECT count(*) FROM root),
 				(SELECT count(*) FROM records),
 				(SELECT count(DISTINCT blob) FROM blob_refs),
 				(SELECT count(*) FROM preferences)`).Scan(&st.Blocks, &st.Records, &st.Blobs, &st.Preferences)

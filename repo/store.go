@@ -39,8 +39,8 @@ var (
 
 // Defaults for StoreConfig.
 const (
-	// DefaultMaxOpen bounds open actor files: each costs two SQLite connections (a writer
-	// and a reader) and their page caches, about 100 KiB when idle.
+	// DefaultMaxOpen bounds open actor files: each costs one SQLite connection (reads
+	// share the writer's; a second one opens only to checkpoint) and its page cache.
 	DefaultMaxOpen = 256
 	// DefaultNodeCache is the number of decoded MST nodes shared by all actors: enough
 	// for the top levels of a few thousand active repos.
@@ -172,14 +172,18 @@ func actorDir(did syntax.DID) string {
 	return path.Join(hex.EncodeToString(sum[:1]), string(did))
 }
 
-// sqliteOptions returns how actor files are opened.
+// sqliteOptions returns how actor files are opened. Reads share the writer connection:
+// one account rarely has two users at once, and a second connection would double the cost
+// of an LRU miss (open, pragmas, schema read) and the page caches of idle files. The WAL
+// file persists across closes because LRU churn closes and reopens files all day.
 func (s *Store) sqliteOptions() sqlite.Options {
-	return sqlite.Options{Synchronous: s.cfg.Synchronous, Readers: actorReaders, Migrations: s.migrations}
+	return sqlite.Options{
+		Synchronous: s.cfg.Synchronous,
+		Readers:     sqlite.SharedReader,
+		PersistWAL:  true,
+		Migrations:  s.migrations,
+	}
 }
-
-// actorReaders is the reader pool per actor file: one account rarely has more than a
-// couple of concurrent readers, and every idle connection costs a page cache.
-const actorReaders = 2
 
 // openActor opens an existing actor's file; it is the LRU's open function.
 func (s *Store) openActor(ctx context.Context, did syntax.DID) (*actor, error) {

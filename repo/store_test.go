@@ -16,6 +16,8 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
+
+	"github.com/aerie-social/aerie/node/sqlite"
 )
 
 // openTestStore opens a Store in a fresh temporary folder, closed when the test ends.
@@ -356,7 +358,8 @@ func checkReachable(t testing.TB, s *Store, did syntax.DID) {
 	got := map[cid.Cid]bool{}
 	err = s.withActor(ctx, did, func(a *actor) error {
 		return a.read(ctx, func(tx *sql.Tx) error {
-			rows, err := tx.QueryContext(ctx, "SELECT cid FROM blocks")
+			// The head commit is kept in the root row (migration 0002).
+			rows, err := tx.QueryContext(ctx, "SELECT cid FROM blocks UNION ALL SELECT commit_cid FROM root")
 			if err != nil {
 				return err
 			}
@@ -453,4 +456,56 @@ func TestCheckpointKeepsWALSmall(t *testing.T) {
 	if frames >= 3*checkpointInline {
 		t.Errorf("WAL holds %d frames after %d commits: no checkpoint ran", frames, checkpointInline+10)
 	}
+}
+
+// TestMigrationMovesCommitToRoot turns a repo file back into the version 1 layout (head
+// commit in the blocks table) and checks that migration 0002 moves the commit into the
+// root row without losing or leaking a block.
+func TestMigrationMovesCommitToRoot(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, dir := openTestStore(t, StoreConfig{})
+	did := actorDID(77)
+	createTestRepo(t, s, did)
+	post := []Write{{Action: ActionCreate, Collection: "app.bsky.feed.post", Record: postRecord(t, "before")}}
+	if _, err := s.ApplyWrites(ctx, did, post, WriteOpts{}); err != nil {
+		t.Fatalf("ApplyWrites = %v", err)
+	}
+	commit, _, block, err := s.HeadBlock(ctx, did)
+	if err != nil {
+		t.Fatalf("HeadBlock = %v", err)
+	}
+	err = s.exclusive(ctx, did, func() error { // closes the file
+		db, err := sqlite.Open(ctx, filepath.Join(dir, actorsDir, actorDir(did), repoFileName), s.sqliteOptions())
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return db.Write(ctx, func(tx *sql.Tx) error {
+			for _, q := range []string{
+				"INSERT INTO blocks (cid, rev, refs, data) SELECT commit_cid, 0, 0, commit_block FROM root",
+				"ALTER TABLE root DROP COLUMN commit_block",
+				"PRAGMA user_version = 1",
+			} {
+				if _, err := tx.ExecContext(ctx, q); err != nil {
+					return fmt.Errorf("%s: %w", q, err)
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatalf("rewrite as version 1: %v", err)
+	}
+
+	gotCommit, _, gotBlock, err := s.HeadBlock(ctx, did)
+	if err != nil || gotCommit != commit || !bytes.Equal(gotBlock, block) {
+		t.Fatalf("HeadBlock after migration = %s, %d bytes, %v; want %s, %d bytes", gotCommit, len(gotBlock), err, commit, len(block))
+	}
+	checkReachable(t, s, did)
+	post[0].Record = postRecord(t, "after")
+	if _, err := s.ApplyWrites(ctx, did, post[:1], WriteOpts{}); err != nil {
+		t.Fatalf("ApplyWrites after migration = %v", err)
+	}
+	checkReachable(t, s, did)
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
+
+	"github.com/aerie-social/aerie/node/sqlite"
 )
 
 // Limits on one commit, as the reference PDS enforces them (atproto-reference §5.4).
@@ -153,20 +155,29 @@ func (a *actor) applyWrites(ctx context.Context, prepared []preparedWrite, opts 
 	}
 	var ev *CommitEvent
 	err = a.db.Write(ctx, func(tx *sql.Tx) error {
-		if err := a.tuneWriter(ctx, tx); err != nil {
+		// The statements of a commit run under a context without cancellation: the driver
+		// starts a goroutine per statement to watch a cancellable one, a tenth of a commit's
+		// CPU. A commit is short and never waits on the network; a cancellation still rolls
+		// it back, because the transaction itself was begun under ctx.
+		sctx := context.WithoutCancel(ctx)
+		if err := a.tuneWriter(sctx, tx); err != nil {
 			return err
 		}
 		var err error
-		ev, err = a.commitWrites(ctx, tx, key, prepared, opts.SwapCommit)
+		ev, err = a.commitWrites(sctx, tx, key, prepared, opts.SwapCommit)
 		return err
 	})
 	if err != nil {
+		// The transaction rolled back, or its commit failed in a way that leaves the
+		// file's head unknown: read it again next time.
+		a.cached = false
 		return false, err
 	}
 	*evp = ev
 	if ev.NoChange {
 		return false, nil
 	}
+	a.head = head{commit: ev.Commit, rev: ev.Rev, data: ev.Data}
 	inline = a.noteCommit(len(ev.Ops))
 	if opts.OnCommit != nil {
 		if err := opts.OnCommit(ev); err != nil {
@@ -236,7 +247,8 @@ type blobState struct {
 // commitTx is the work shared by every kind of commit inside one write transaction.
 type commitTx struct {
 	ctx      context.Context
-	tx       *sql.Tx
+	db       *sqlite.DB
+	tx       *sql.Tx // from db
 	did      syntax.DID
 	rev      syntax.TID
 	revInt   int64
@@ -246,14 +258,14 @@ type commitTx struct {
 	stmts    map[string]*sql.Stmt
 }
 
-// stmt returns q prepared once per transaction: a batch runs the same few statements for
-// every write and every tree node, and SQLite's parser is a visible part of a commit.
-// The transaction closes them when it ends.
+// stmt returns q bound to the transaction once per transaction: a batch runs the same few
+// statements for every write and every tree node. The DB prepares each query once for all
+// transactions, since SQLite's parser was a visible part of every commit.
 func (ct *commitTx) stmt(q string) (*sql.Stmt, error) {
 	if st, ok := ct.stmts[q]; ok {
 		return st, nil
 	}
-	st, err := ct.tx.PrepareContext(ct.ctx, q)
+	st, err := ct.db.Stmt(ct.ctx, ct.tx, q)
 	if err != nil {
 		return nil, err
 	}
@@ -286,16 +298,16 @@ func (ct *commitTx) queryRow(q string, args []any, dest ...any) error {
 // commitWrites applies prepared writes on top of the current head, signs the new commit
 // and stores everything in tx.
 func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, key atcrypto.PrivateKey, writes []preparedWrite, swapCommit *cid.Cid) (*CommitEvent, error) {
-	h, err := readHead(ctx, tx)
+	h, err := a.currentHead(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
 	if swapCommit != nil && *swapCommit != h.commit {
 		return nil, fmt.Errorf("%w: head is %s, not %s", ErrInvalidSwap, h.commit, *swapCommit)
 	}
-	ct := &commitTx{ctx: ctx, tx: tx, did: a.did, rev: a.store.clock.Next(h.rev)}
+	ct := &commitTx{ctx: ctx, db: a.db, tx: tx, did: a.did, rev: a.store.clock.Next(h.rev)}
 	ct.revInt = revInt(ct.rev)
-	tree := NewTree(&txBlocks{tx: tx}, a.store.nodes, h.data)
+	tree := NewTree(&txBlocks{db: a.db, tx: tx}, a.store.nodes, h.data)
 	ev := &CommitEvent{
 		DID:      a.did,
 		Rev:      ct.rev,
@@ -510,8 +522,8 @@ func blobReferenced(q func(query string, args []any, dest ...any) error, b cid.C
 	return true, nil
 }
 
-// finish flushes the tree, removes unreachable nodes and the previous commit, signs and
-// stores the new commit, moves the head and fills ev's commit, blocks and blob lists.
+// finish flushes the tree, removes unreachable nodes, signs the new commit and stores it
+// in the root row in place of the previous one, moves the head and fills ev's commit, blocks and blob lists.
 func (ct *commitTx) finish(tree *Tree, keys []string, key atcrypto.PrivateKey, prev head, ev *CommitEvent) error {
 	delta, err := tree.Flush(ct.ctx)
 	if err != nil {
@@ -529,11 +541,6 @@ func (ct *commitTx) finish(tree *Tree, keys []string, key atcrypto.PrivateKey, p
 			return fmt.Errorf("delete node %s: %w", c, err)
 		}
 	}
-	if prev.commit.Defined() {
-		if err := ct.exec("DELETE FROM blocks WHERE cid = ? AND refs = 0", prev.commit.Bytes()); err != nil {
-			return fmt.Errorf("delete previous commit %s: %w", prev.commit, err)
-		}
-	}
 	for _, b := range delta.NewBlocks {
 		if err := ct.putBlock(b.CID, b.Data); err != nil {
 			return err
@@ -544,12 +551,11 @@ func (ct *commitTx) finish(tree *Tree, keys []string, key atcrypto.PrivateKey, p
 	if err != nil {
 		return err
 	}
-	if err := ct.putBlock(commitCID, commitBytes); err != nil {
-		return err
-	}
+	// The commit goes into the root row with the head it names, replacing the previous
+	// one (migration 0002).
 	err = ct.exec(
-		"INSERT INTO root (id, commit_cid, rev, data_cid) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET commit_cid = excluded.commit_cid, rev = excluded.rev, data_cid = excluded.data_cid",
-		commitCID.Bytes(), string(ct.rev), delta.Root.Bytes())
+		"INSERT INTO root (id, commit_cid, rev, data_cid, commit_block) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET commit_cid = excluded.commit_cid, rev = excluded.rev, data_cid = excluded.data_cid, commit_block = excluded.commit_block",
+		commitCID.Bytes(), string(ct.rev), delta.Root.Bytes(), commitBytes)
 	if err != nil {
 		return fmt.Errorf("move head: %w", err)
 	}
@@ -629,10 +635,10 @@ func commitSlice(commitCID cid.Cid, commit []byte, groups ...[]Block) ([]byte, e
 func (a *actor) genesis(ctx context.Context, key atcrypto.PrivateKey) (*CommitEvent, error) {
 	var ev *CommitEvent
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
-		ct := &commitTx{ctx: ctx, tx: tx, did: a.did, rev: a.store.clock.Next("")}
+		ct := &commitTx{ctx: ctx, db: a.db, tx: tx, did: a.did, rev: a.store.clock.Next("")}
 		ct.revInt = revInt(ct.rev)
 		ev = &CommitEvent{DID: a.did, Rev: ct.rev}
-		tree := NewTree(&txBlocks{tx: tx}, a.store.nodes, cid.Undef)
+		tree := NewTree(&txBlocks{db: a.db, tx: tx}, a.store.nodes, cid.Undef)
 		return ct.finish(tree, nil, key, head{}, ev)
 	})
 	if err != nil {

@@ -8,12 +8,14 @@ import (
 	"io/fs"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	sqlite "modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 )
 
 // Synchronous levels accepted by Options.Synchronous, as SQLite names them.
@@ -27,8 +29,15 @@ const (
 // defaultReaders is enough parallel readers for two cores; more only adds open files.
 const defaultReaders = 4
 
+// persistWALLimit is the size a persistent WAL file is cut back to after a checkpoint
+// resets it: big enough that a busy file does not shrink and regrow it every time.
+const persistWALLimit = 8 << 20
+
 // defaultBusyTimeout covers a checkpoint or another process's backup holding the lock.
 const defaultBusyTimeout = 5 * time.Second
+
+// SharedReader is the Options.Readers value that runs reads on the writer connection.
+const SharedReader = -1
 
 // Options says how to open a database file. The zero value is valid: NORMAL durability,
 // four readers, no migrations.
@@ -36,8 +45,15 @@ type Options struct {
 	// Synchronous is SQLite's synchronous pragma: OFF, NORMAL (default) or FULL/EXTRA.
 	// With WAL, NORMAL loses at most the last transactions on power loss, never on a crash.
 	Synchronous string
-	// Readers is the size of the read-only connection pool (default 4).
+	// Readers is the size of the read-only connection pool (default 4). SharedReader (-1)
+	// means no pool: reads run on the writer connection, one at a time and never beside a
+	// write. That suits small files with rarely more than one user at a time (an account's
+	// repo), where a second connection costs an open, a schema read and a page cache.
 	Readers int
+	// PersistWAL keeps the -wal file when the last connection closes
+	// (SQLITE_FCNTL_PERSIST_WAL), so a file that is closed and reopened often (an LRU of
+	// repos) does not delete and create it each time. The close still checkpoints.
+	PersistWAL bool
 	// BusyTimeout is how long a statement waits for a lock held by another connection.
 	BusyTimeout time.Duration
 	// Migrations holds files named NNNN_what.sql at its root, applied in order once each.
@@ -49,6 +65,14 @@ type DB struct {
 	path    string
 	writer  *sql.DB
 	readers *sql.DB
+	shared  bool // SharedReader: reads use writer, readers only checkpoints
+
+	// stmts caches statements prepared on the writer connection for Stmt; they live as
+	// long as the DB, because the writer connection does.
+	stmtMu  sync.Mutex
+	stmts   map[string]*sql.Stmt // nil once Close has begun
+	seen    map[string]bool      // queries Stmt prepared per transaction once
+	pending []string             // and those it did twice, to prepare for good
 }
 
 // Open opens (creating if needed) the SQLite file at path, applies our pragmas to every
@@ -65,7 +89,7 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open %s: synchronous must be OFF, NORMAL, FULL or EXTRA, not %q", filePath, opts.Synchronous)
 	}
 	readers := opts.Readers
-	if readers <= 0 {
+	if readers == 0 || readers < SharedReader {
 		readers = defaultReaders
 	}
 	busy := opts.BusyTimeout
@@ -83,6 +107,12 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	pragmas.Add("_pragma", "journal_mode(WAL)")
 	pragmas.Add("_pragma", "synchronous("+sync+")")
 	pragmas.Add("_pragma", "foreign_keys(ON)")
+	if opts.PersistWAL {
+		// A persistent WAL is truncated on close only under a size limit; left whole, its
+		// stale frames would be read back by the next open's WAL recovery. The limit also
+		// bounds the file after a checkpoint resets it.
+		pragmas.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", persistWALLimit))
+	}
 	// The path is a URI path: escape what SQLite would decode (did:web DIDs contain "%3A").
 	uriPath := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(filePath)
 	writerDSN := "file:" + uriPath + "?" + pragmas.Encode() + "&_txlock=immediate"
@@ -100,10 +130,22 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	db := &DB{path: filePath, writer: w}
+	db := &DB{path: filePath, writer: w, stmts: make(map[string]*sql.Stmt), seen: make(map[string]bool)}
+	if opts.PersistWAL {
+		if err := db.persistWAL(ctx); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("open %s: %w", filePath, err)
+		}
+	}
 	if err := db.migrate(ctx, migrations); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open %s: %w", filePath, err)
+	}
+	if readers == SharedReader {
+		// Reads use the writer; the pool below only runs CheckpointPassive, and
+		// database/sql connects it on first use.
+		db.shared = true
+		readers = 1
 	}
 
 	r, err := sql.Open("sqlite", readerDSN)
@@ -117,6 +159,29 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	r.SetConnMaxIdleTime(0)
 	db.readers = r
 	return db, nil
+}
+
+// persistWAL sets SQLITE_FCNTL_PERSIST_WAL on the writer connection. The writer is the
+// one connection that lives as long as the DB, so it is the last to close: the one whose
+// setting decides whether the WAL file stays.
+func (db *DB) persistWAL(ctx context.Context) error {
+	conn, err := db.writer.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("persist WAL: %w", MapError(err))
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		fc, ok := dc.(sqlite.FileControl)
+		if !ok {
+			return errors.New("driver has no file control")
+		}
+		_, err := fc.FileControlPersistWAL("main", 1)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("persist WAL: %w", MapError(err))
+	}
+	return nil
 }
 
 // Path returns the file the DB was opened from.
@@ -142,17 +207,80 @@ func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", MapError(err))
 	}
+	db.preparePending(ctx)
 	return nil
 }
 
-// Read runs fn in a read-only transaction on the reader pool, so every query in fn sees one
-// consistent snapshot.
+// Stmt returns query prepared once on the writer connection, bound to tx; tx must come
+// from Write (or from Read with SharedReader), and the returned statement ends with it.
+// Hot write paths use it because preparing (parsing and planning) a statement costs more
+// than running a small one. A query's first uses prepare it for tx alone, since the single
+// writer connection is busy with tx; after its second, Write prepares it for good once tx
+// has ended, and keeps it until Close.
+func (db *DB) Stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	db.stmtMu.Lock()
+	st, ok := db.stmts[query]
+	if !ok {
+		// Only a query seen twice is worth keeping: a file opened for one write (an LRU
+		// miss) would otherwise prepare each of its queries twice.
+		if db.seen[query] {
+			if !slices.Contains(db.pending, query) {
+				db.pending = append(db.pending, query)
+			}
+		} else if db.seen != nil {
+			db.seen[query] = true
+		}
+	}
+	db.stmtMu.Unlock()
+	if ok {
+		return tx.StmtContext(ctx, st), nil
+	}
+	st, err := tx.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, MapError(err)
+	}
+	return st, nil
+}
+
+// preparePending prepares on the writer the queries Stmt has prepared per transaction
+// twice. It must not run inside a transaction: preparing waits for the writer connection.
+func (db *DB) preparePending(ctx context.Context) {
+	db.stmtMu.Lock()
+	pending := db.pending
+	db.pending = nil
+	db.stmtMu.Unlock()
+	for _, q := range pending {
+		st, err := db.writer.PrepareContext(ctx, q)
+		if err != nil {
+			continue // the next use of q asks again
+		}
+		db.stmtMu.Lock()
+		if _, dup := db.stmts[q]; dup || db.stmts == nil {
+			st.Close() // prepared twice by racing writers, or the DB is closing
+		} else {
+			db.stmts[q] = st
+		}
+		db.stmtMu.Unlock()
+	}
+}
+
+// Read runs fn in a read-only transaction on the reader pool (the writer connection with
+// SharedReader), so every query in fn sees one consistent snapshot.
 func (db *DB) Read(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := db.readers.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	pool := db.readers
+	if db.shared {
+		pool = db.writer
+	}
+	tx, err := pool.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("begin read: %w", MapError(err))
 	}
-	defer tx.Rollback()
+	defer func() {
+		tx.Rollback()
+		if db.shared {
+			db.preparePending(ctx)
+		}
+	}()
 	if err := fn(tx); err != nil {
 		return MapError(err)
 	}
@@ -167,9 +295,28 @@ func (db *DB) Checkpoint(ctx context.Context) error {
 	return nil
 }
 
+// CheckpointPassive copies what it can of the WAL into the database file without waiting
+// for or blocking writers (a PASSIVE checkpoint). It runs on a reader connection, so a
+// commit can proceed beside it; with SharedReader that is a connection kept for
+// checkpoints alone, opened on first use.
+func (db *DB) CheckpointPassive(ctx context.Context) error {
+	var busy, log, done int
+	err := db.readers.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", db.path, MapError(err))
+	}
+	return nil
+}
+
 // Close closes every connection. Pending Write and Read calls finish first.
 func (db *DB) Close() error {
 	var errs []error
+	db.stmtMu.Lock()
+	for _, st := range db.stmts {
+		errs = append(errs, st.Close())
+	}
+	db.stmts = nil
+	db.stmtMu.Unlock()
 	if db.readers != nil {
 		errs = append(errs, db.readers.Close())
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -242,5 +243,63 @@ func BenchmarkOpenFirstQuery(b *testing.B) {
 			b.Fatal(err)
 		}
 		db.Close()
+	}
+}
+
+func TestSharedReaderStmtAndPersistentWAL(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	file := filepath.Join(t.TempDir(), "s.sqlite")
+	db, err := Open(ctx, file, Options{Readers: SharedReader, PersistWAL: true, Migrations: testMigrations()})
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", file, err)
+	}
+	const insert = "INSERT INTO items (name) VALUES (?)"
+	for _, name := range []string{"a", "b", "c"} {
+		// The first two Writes prepare insert for their transaction only; the third
+		// reuses the statement prepared for good once the second had ended.
+		err := db.Write(ctx, func(tx *sql.Tx) error {
+			st, err := db.Stmt(ctx, tx, insert)
+			if err != nil {
+				return err
+			}
+			_, err = st.ExecContext(ctx, name)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("Write(insert %s) = %v", name, err)
+		}
+	}
+	if n := len(db.stmts); n != 1 {
+		t.Errorf("len(stmts) = %d, want 1 cached statement", n)
+	}
+	var count int
+	err = db.Read(ctx, func(tx *sql.Tx) error {
+		st, err := db.Stmt(ctx, tx, "SELECT count(*) FROM items")
+		if err != nil {
+			return err
+		}
+		return st.QueryRowContext(ctx).Scan(&count)
+	})
+	if err != nil || count != 3 {
+		t.Errorf("Read(count) = %d, %v; want 3", count, err)
+	}
+	if err := db.CheckpointPassive(ctx); err != nil {
+		t.Errorf("CheckpointPassive = %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	// The WAL stays, emptied by the closing checkpoint, so the next open finds it.
+	fi, err := os.Stat(file + "-wal")
+	if err != nil || fi.Size() != 0 {
+		t.Errorf("WAL after Close: %v, %v; want an empty file", fi, err)
+	}
+	db = openTest(t, file, Options{Readers: SharedReader, PersistWAL: true, Migrations: testMigrations()})
+	err = db.Read(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&count)
+	})
+	if err != nil || count != 3 {
+		t.Errorf("Read(count) after reopen = %d, %v; want 3", count, err)
 	}
 }

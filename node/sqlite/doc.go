@@ -5,5 +5,7 @@
 //
 // It is the only package that imports the driver (pure-Go modernc.org/sqlite). A *DB is safe
 // for concurrent use: writes are serialized on the single writer connection, so our own
-// writers never contend for the file lock, and reads run in parallel on the reader pool.
+// writers never contend for the file lock, and reads run in parallel on the reader pool
+// (or, with SharedReader, on the writer connection). Stmt keeps the writer's hot
+// statements prepared across transactions.
 package sqlite
