@@ -23,6 +23,7 @@ import (
 	"github.com/aerie-social/aerie/node/sqlite"
 	"github.com/aerie-social/aerie/relay"
 	"github.com/aerie-social/aerie/repo"
+	"github.com/aerie-social/aerie/web"
 )
 
 //go:embed migrations/*.sql
@@ -48,6 +49,7 @@ type Node struct {
 	firehose *relay.Firehose
 	blobs    *blobs.Store
 	appview  *appview.AppView
+	web      *web.Server
 	// ident resolves identities and verifies service auth; one per node, as it holds the
 	// service-JWT replay cache.
 	ident *identityService
@@ -123,6 +125,13 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	avCfg.PublicURL = n.PublicURL()
 	avCfg.Synchronous = cfg.DB.Synchronous
 	if n.appview, err = appview.Open(ctx, filepath.Join(cfg.DataDir, "index.sqlite"), avCfg, log); err != nil {
+		return nil, err
+	}
+	cookieKey, err := n.serviceSecret(ctx, "web_cookie_hmac", 32)
+	if err != nil {
+		return nil, err
+	}
+	if n.web, err = web.New(web.Config{PublicURL: n.PublicURL(), CookieKey: cookieKey}, webBackend{n}, n.appview, log); err != nil {
 		return nil, err
 	}
 	n.ident = newIdentityService(n, identityOptions{})

@@ -101,7 +101,15 @@ func TestHealthAndBasicPages(t *testing.T) {
 	if status != 200 || body["version"] != "test" {
 		t.Errorf("GET /xrpc/_health = %d %v, want 200 {version: test}", status, body)
 	}
-	for _, path := range []string{"/robots.txt", "/"} {
+	resp, err := http.Get(base + "/no/such/page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET /no/such/page = %d %s, want the web UI's HTML 404", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, path := range []string{"/robots.txt", "/", "/signin"} {
 		resp, err := http.Get(base + path)
 		if err != nil || resp.StatusCode != 200 {
 			t.Errorf("GET %s = %v, %v", path, resp, err)
@@ -122,7 +130,6 @@ func TestXRPCConventions(t *testing.T) {
 	}{
 		{"unknown method", "GET", "/xrpc/com.example.nothing", 501, "MethodNotImplemented"},
 		{"unknown procedure", "POST", "/xrpc/com.example.nothing", 501, "MethodNotImplemented"},
-		{"not found page", "GET", "/no/such/page", 404, "NotFound"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

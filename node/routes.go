@@ -84,13 +84,8 @@ func (n *Node) routesWith(ids *identityService) http.Handler {
 	r.Get("/.well-known/atproto-did", ids.handleWellKnownAtprotoDID)
 	r.Get("/.well-known/did.json", ids.handleWellKnownDIDJSON)
 	r.Get("/robots.txt", handleRobots)
-	r.Get("/", n.handleHome)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		xrpc.WriteError(w, http.StatusNotFound, "NotFound", "no such page")
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		xrpc.WriteError(w, http.StatusMethodNotAllowed, "InvalidRequest", "method not allowed")
-	})
+	// The web UI answers everything else, its own HTML 404 page included.
+	r.Mount("/", n.web.Handler())
 	return r
 }
 
@@ -103,11 +98,4 @@ func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 func handleRobots(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write([]byte("# Hello!\n\nUser-agent: *\nAllow: /\n"))
-}
-
-// handleHome is the landing text until the web UI serves "/".
-func (n *Node) handleHome(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("This is an AT Protocol Personal Data Server run by Aerie " + n.version + ".\n\n" +
-		"Most API routes are under /xrpc/\n"))
 }

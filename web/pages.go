@@ -1,0 +1,392 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/rivo/uniseg"
+)
+
+// Limits of a post's text (app.bsky.feed.post).
+const (
+	maxPostGraphemes = 300
+	maxPostBytes     = 3000
+)
+
+// feedPageSize is how many posts a timeline or profile page shows.
+const feedPageSize = 30
+
+// handleHome is the timeline when signed in, else the sign-in page.
+func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
+	sess := stateFrom(r.Context()).sess
+	if sess == nil {
+		s.render(w, r, http.StatusOK, "signin", &page{Title: "Sign in"})
+		return
+	}
+	params := url.Values{"limit": {"30"}}
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		params.Set("cursor", c)
+	}
+	var out feedJSON
+	if err := s.query(r.Context(), sess.DID, "app.bsky.feed.getTimeline", params, &out); err != nil {
+		s.readFailed(w, r, err)
+		return
+	}
+	p := &page{Title: "Home", Feed: s.feedOf(out.Feed)}
+	if out.Cursor != "" && len(out.Feed) > 0 {
+		p.MoreLink = "/?cursor=" + url.QueryEscape(out.Cursor)
+	}
+	s.render(w, r, http.StatusOK, "home", p)
+}
+
+func (s *Server) handleSignInForm(w http.ResponseWriter, r *http.Request) {
+	if stateFrom(r.Context()).sess != nil {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	s.render(w, r, http.StatusOK, "signin", &page{Title: "Sign in"})
+}
+
+func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
+	st := stateFrom(r.Context())
+	id := strings.TrimSpace(r.PostForm.Get("identifier"))
+	id = strings.TrimPrefix(id, "@")
+	password := r.PostForm.Get("password")
+	fail := func(status int, msg string) {
+		s.render(w, r, status, "signin", &page{Title: "Sign in", Identifier: id, Error: msg})
+	}
+	if id == "" || password == "" {
+		fail(http.StatusBadRequest, "Enter your handle or email and your password.")
+		return
+	}
+	did, handle, err := s.backend.Login(r.Context(), id, password)
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		fail(http.StatusUnauthorized, "Wrong handle or password.")
+		return
+	case errors.Is(err, ErrRateLimited):
+		fail(http.StatusTooManyRequests, "Too many sign-in attempts. Wait a few minutes and try again.")
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "sign in", "err", err)
+		fail(http.StatusInternalServerError, "Signing in is not possible right now. Try again later.")
+		return
+	}
+	s.signIn(w, st, did, handle)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
+	s.signOut(w, stateFrom(r.Context()))
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// signedIn returns the session, or redirects to the sign-in page and returns nil.
+func (s *Server) signedIn(w http.ResponseWriter, r *http.Request) *session {
+	sess := stateFrom(r.Context()).sess
+	if sess == nil {
+		http.Redirect(w, r, "/signin", http.StatusSeeOther)
+	}
+	return sess
+}
+
+func (s *Server) handleCompose(w http.ResponseWriter, r *http.Request) {
+	sess := s.signedIn(w, r)
+	if sess == nil {
+		return
+	}
+	f := r.PostForm
+	text := strings.TrimSpace(strings.ReplaceAll(f.Get("text"), "\r\n", "\n"))
+	switch {
+	case text == "":
+		s.renderError(w, r, http.StatusBadRequest, "Empty post", "Write something before posting.")
+		return
+	case len(text) > maxPostBytes || uniseg.GraphemeClusterCount(text) > maxPostGraphemes:
+		s.renderError(w, r, http.StatusBadRequest, "Post too long", "A post has at most 300 characters.")
+		return
+	}
+	var reply *ReplyRef
+	if f.Get("parent_uri") != "" {
+		reply = &ReplyRef{
+			Root:   StrongRef{URI: f.Get("root_uri"), CID: f.Get("root_cid")},
+			Parent: StrongRef{URI: f.Get("parent_uri"), CID: f.Get("parent_cid")},
+		}
+		if !validRef(reply.Root) || !validRef(reply.Parent) {
+			s.renderError(w, r, http.StatusBadRequest, "Bad request", "The post you reply to is not valid.")
+			return
+		}
+	}
+	if _, err := s.backend.CreatePost(r.Context(), sess.DID, text, reply); err != nil {
+		s.writeFailed(w, r, sess, "create post", err)
+		return
+	}
+	http.Redirect(w, r, safeNext(f.Get("next")), http.StatusSeeOther)
+}
+
+func validRef(ref StrongRef) bool {
+	if _, err := syntax.ParseATURI(ref.URI); err != nil {
+		return false
+	}
+	_, err := syntax.ParseCID(ref.CID)
+	return err == nil
+}
+
+func (s *Server) handleLike(w http.ResponseWriter, r *http.Request) {
+	sess := s.signedIn(w, r)
+	if sess == nil {
+		return
+	}
+	ref := StrongRef{URI: r.PostForm.Get("uri"), CID: r.PostForm.Get("cid")}
+	if !validRef(ref) {
+		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The post to like is not valid.")
+		return
+	}
+	if err := s.backend.Like(r.Context(), sess.DID, ref.URI, ref.CID); err != nil {
+		s.writeFailed(w, r, sess, "like", err)
+		return
+	}
+	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+}
+
+func (s *Server) handleFollow(w http.ResponseWriter, r *http.Request) {
+	sess := s.signedIn(w, r)
+	if sess == nil {
+		return
+	}
+	subject, err := syntax.ParseDID(r.PostForm.Get("subject"))
+	if err != nil || subject.String() == sess.DID {
+		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The account to follow is not valid.")
+		return
+	}
+	if err := s.backend.Follow(r.Context(), sess.DID, subject.String()); err != nil {
+		s.writeFailed(w, r, sess, "follow", err)
+		return
+	}
+	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+}
+
+func (s *Server) handleUnlike(w http.ResponseWriter, r *http.Request) {
+	s.deleteOwn(w, r, "app.bsky.feed.like", "unlike")
+}
+
+func (s *Server) handleUnfollow(w http.ResponseWriter, r *http.Request) {
+	s.deleteOwn(w, r, "app.bsky.graph.follow", "unfollow")
+}
+
+// deleteOwn deletes the signed-in account's record of collection named by the form's uri.
+func (s *Server) deleteOwn(w http.ResponseWriter, r *http.Request, collection, what string) {
+	sess := s.signedIn(w, r)
+	if sess == nil {
+		return
+	}
+	u, err := syntax.ParseATURI(r.PostForm.Get("uri"))
+	if err != nil || u.Authority().String() != sess.DID || u.Collection().String() != collection || u.RecordKey() == "" {
+		s.renderError(w, r, http.StatusBadRequest, "Bad request", "That is not a record of yours.")
+		return
+	}
+	if err := s.backend.DeleteRecord(r.Context(), sess.DID, u.String()); err != nil {
+		s.writeFailed(w, r, sess, what, err)
+		return
+	}
+	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+}
+
+// writeFailed logs a failed write and renders the error page.
+func (s *Server) writeFailed(w http.ResponseWriter, r *http.Request, sess *session, what string, err error) {
+	s.log.ErrorContext(r.Context(), what, "did", sess.DID, "err", err)
+	s.renderError(w, r, http.StatusInternalServerError, "Something went wrong", "That did not work. Try again later.")
+}
+
+// readFailed renders a failed read: a 4xx from the AppView as "not found", anything else
+// logged as a server error.
+func (s *Server) readFailed(w http.ResponseWriter, r *http.Request, err error) {
+	var re *readError
+	if errors.As(err, &re) && re.Status < http.StatusInternalServerError || errors.Is(err, errNotFound) {
+		s.renderError(w, r, http.StatusNotFound, "Not found", "This account or post does not exist, or is not visible.")
+		return
+	}
+	if r.Context().Err() == nil {
+		s.log.ErrorContext(r.Context(), "read page", "path", r.URL.Path, "err", err)
+	}
+	s.renderError(w, r, http.StatusInternalServerError, "Something went wrong", "This page cannot be shown right now.")
+}
+
+// viewerDID is the signed-in account, or "".
+func viewerDID(r *http.Request) string {
+	if sess := stateFrom(r.Context()).sess; sess != nil {
+		return sess.DID
+	}
+	return ""
+}
+
+func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
+	viewer := viewerDID(r)
+	actor := r.PathValue("actor")
+	if _, err := syntax.ParseAtIdentifier(actor); err != nil {
+		s.readFailed(w, r, errNotFound)
+		return
+	}
+	var prof profileJSON
+	if err := s.query(r.Context(), viewer, "app.bsky.actor.getProfile", url.Values{"actor": {actor}}, &prof); err != nil {
+		s.readFailed(w, r, err)
+		return
+	}
+	params := url.Values{"actor": {prof.DID}, "limit": {"30"}}
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		params.Set("cursor", c)
+	}
+	var out feedJSON
+	if err := s.query(r.Context(), viewer, "app.bsky.feed.getAuthorFeed", params, &out); err != nil {
+		s.readFailed(w, r, err)
+		return
+	}
+	pr := profileOf(&prof, viewer)
+	p := &page{Title: pr.Name + " (@" + pr.Handle + ")", Profile: pr, Feed: s.feedOf(out.Feed)}
+	if out.Cursor != "" && len(out.Feed) > 0 {
+		p.MoreLink = r.URL.Path + "?cursor=" + url.QueryEscape(out.Cursor)
+	}
+	s.render(w, r, http.StatusOK, "profile", p)
+}
+
+// threadDepth and threadParents bound the replies and ancestors a thread page shows.
+const (
+	threadDepth   = 6
+	threadParents = 20
+)
+
+func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
+	viewer := viewerDID(r)
+	id, err := syntax.ParseAtIdentifier(r.PathValue("actor"))
+	rkey, kerr := syntax.ParseRecordKey(r.PathValue("rkey"))
+	if err != nil || kerr != nil {
+		s.readFailed(w, r, errNotFound)
+		return
+	}
+	did, err := id.AsDID()
+	if err != nil {
+		var prof profileJSON
+		if err := s.query(r.Context(), viewer, "app.bsky.actor.getProfile", url.Values{"actor": {id.String()}}, &prof); err != nil {
+			s.readFailed(w, r, err)
+			return
+		}
+		did = syntax.DID(prof.DID)
+	}
+	uri := "at://" + did.String() + "/app.bsky.feed.post/" + rkey.String()
+	var out struct {
+		Thread *threadJSON `json:"thread"`
+	}
+	params := url.Values{"uri": {uri}, "depth": {"6"}, "parentHeight": {"20"}}
+	if err := s.query(r.Context(), viewer, "app.bsky.feed.getPostThread", params, &out); err != nil {
+		s.readFailed(w, r, err)
+		return
+	}
+	if out.Thread == nil || out.Thread.Post == nil {
+		s.readFailed(w, r, errNotFound)
+		return
+	}
+	p := &page{Anchor: s.postOf(out.Thread.Post), Replies: s.replies(out.Thread.Replies)}
+	for a := out.Thread.Parent; a != nil && a.Post != nil; a = a.Parent {
+		p.Ancestors = append(p.Ancestors, s.postOf(a.Post))
+	}
+	for i, j := 0, len(p.Ancestors)-1; i < j; i, j = i+1, j-1 {
+		p.Ancestors[i], p.Ancestors[j] = p.Ancestors[j], p.Ancestors[i]
+	}
+	p.Title = p.Anchor.Author.Name + ": " + truncate(p.Anchor.Text, 60)
+	s.render(w, r, http.StatusOK, "thread", p)
+}
+
+func (s *Server) replies(ts []*threadJSON) []*threadReply {
+	var out []*threadReply
+	for _, t := range ts {
+		if t == nil || t.Post == nil {
+			continue
+		}
+		out = append(out, &threadReply{Post: s.postOf(t.Post), Replies: s.replies(t.Replies)})
+	}
+	return out
+}
+
+// truncate cuts text to at most n graphemes, adding an ellipsis when it cut.
+func truncate(text string, n int) string {
+	g := uniseg.NewGraphemes(text)
+	for i := 0; g.Next(); i++ {
+		if i == n {
+			start, _ := g.Positions()
+			return text[:start] + "…"
+		}
+	}
+	return text
+}
+
+// notificationActions says what each notification reason means.
+var notificationActions = map[string]string{
+	"like":            "liked your post",
+	"repost":          "reposted your post",
+	"follow":          "followed you",
+	"mention":         "mentioned you",
+	"reply":           "replied to your post",
+	"quote":           "quoted your post",
+	"like-via-repost": "liked your repost",
+}
+
+func (s *Server) handleNotifications(w http.ResponseWriter, r *http.Request) {
+	sess := s.signedIn(w, r)
+	if sess == nil {
+		return
+	}
+	var out struct {
+		Notifications []*notificationJSON `json:"notifications"`
+	}
+	if err := s.query(r.Context(), sess.DID, "app.bsky.notification.listNotifications", url.Values{"limit": {"50"}}, &out); err != nil {
+		s.readFailed(w, r, err)
+		return
+	}
+	p := &page{Title: "Notifications"}
+	for _, n := range out.Notifications {
+		it := &notificationItem{Author: actorOf(n.Author), Action: notificationActions[n.Reason], Unread: !n.IsRead}
+		if it.Action == "" {
+			it.Action = n.Reason
+		}
+		var rec postRecordJSON
+		json.Unmarshal(n.Record, &rec) // only replies, mentions and quotes use it
+		switch n.Reason {
+		case "reply", "mention", "quote":
+			it.Text, it.Link = rec.Text, postLink(it.Author.Link, n.URI)
+		case "follow":
+			it.Link = it.Author.Link
+		default:
+			it.Link = s.ownPostLink(sess, n.Subject)
+		}
+		if t, err := syntax.ParseDatetimeLenient(n.IndexedAt); err == nil {
+			it.Time = s.relTime(t.Time())
+		}
+		p.Notifications = append(p.Notifications, it)
+	}
+	seen := map[string]string{"seenAt": s.now().UTC().Format(syntax.AtprotoDatetimeLayout)}
+	if err := s.call(r.Context(), sess.DID, http.MethodPost, "app.bsky.notification.updateSeen", nil, seen, nil); err != nil {
+		s.log.WarnContext(r.Context(), "mark notifications seen", "did", sess.DID, "err", err)
+	}
+	s.render(w, r, http.StatusOK, "notifications", p)
+}
+
+// postLink is the page of the post uri by the author whose profile is at authorLink.
+func postLink(authorLink, uri string) string {
+	u, err := syntax.ParseATURI(uri)
+	if err != nil || authorLink == "" {
+		return ""
+	}
+	return authorLink + "/post/" + url.PathEscape(u.RecordKey().String())
+}
+
+// ownPostLink is the page of the viewer's post uri.
+func (s *Server) ownPostLink(sess *session, uri string) string {
+	ref := sess.Handle
+	if ref == "" {
+		ref = sess.DID
+	}
+	return postLink("/profile/"+url.PathEscape(ref), uri)
+}
