@@ -229,13 +229,7 @@ func (n *Node) handleComAtprotoAdminUpdateAccountPassword(w http.ResponseWriter,
 	if err != nil {
 		return err
 	}
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, "UPDATE account SET password_hash = ? WHERE did = ?", hash, a.DID); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, "DELETE FROM refresh_token WHERE did = ?", a.DID)
-		return err
-	})
+	err = n.db.Write(ctx, func(tx *sql.Tx) error { return setPassword(ctx, tx, a.DID, hash) })
 	if err != nil {
 		return err
 	}

@@ -291,12 +291,7 @@ func (n *Node) handleComAtprotoServerResetPassword(w http.ResponseWriter, r *htt
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE account SET password_hash = ? WHERE did = ?", hash, did); err != nil {
-			return err
-		}
-		// A reset means the old password may be known to someone else: end every session.
-		_, err = tx.ExecContext(ctx, "DELETE FROM refresh_token WHERE did = ?", did)
-		return err
+		return setPassword(ctx, tx, did, hash)
 	})
 	if err != nil {
 		return err
@@ -318,6 +313,18 @@ func normalizeEmail(raw string) (string, error) {
 func checkNewPassword(p string) error {
 	if len(p) < 8 || len(p) > maxPasswordLen {
 		return &xrpc.Error{Status: http.StatusBadRequest, Name: "InvalidPassword", Message: fmt.Sprintf("Password must be 8 to %d characters", maxPasswordLen)}
+	}
+	return nil
+}
+
+// setPassword stores a new password hash and ends every session of the account: a new
+// password means the old one may be known to someone else.
+func setPassword(ctx context.Context, tx *sql.Tx, did, hash string) error {
+	if _, err := tx.ExecContext(ctx, "UPDATE account SET password_hash = ? WHERE did = ?", hash, did); err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM refresh_token WHERE did = ?", did); err != nil {
+		return fmt.Errorf("end sessions: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -81,13 +82,9 @@ func (n *Node) handleComAtprotoSyncGetRecord(w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return err
 	}
-	coll, err := xrpc.ParseNSID(q.Get("collection"))
+	coll, rkey, err := recordParams(q)
 	if err != nil {
-		return xrpc.InvalidRequest("invalid collection")
-	}
-	rkey, err := xrpc.ParseRecordKey(q.Get("rkey"))
-	if err != nil {
-		return xrpc.InvalidRequest("invalid rkey")
+		return err
 	}
 	return n.streamCAR(w, r, func(w *lazyWriter) error { return n.repos.RecordProof(r.Context(), did, coll, rkey, w) })
 }
@@ -232,13 +229,9 @@ func (n *Node) handleComAtprotoRepoGetRecord(w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return err
 	}
-	coll, err := xrpc.ParseNSID(q.Get("collection"))
+	coll, rkey, err := recordParams(q)
 	if err != nil {
-		return xrpc.InvalidRequest("invalid collection")
-	}
-	rkey, err := xrpc.ParseRecordKey(q.Get("rkey"))
-	if err != nil {
-		return xrpc.InvalidRequest("invalid rkey")
+		return err
 	}
 	c, data, err := n.repos.GetRecord(ctx, did, coll, rkey)
 	if err != nil {
@@ -323,4 +316,17 @@ func (n *Node) handleComAtprotoRepoDescribeRepo(w http.ResponseWriter, r *http.R
 		"collections": names, "handleIsCorrect": true,
 	})
 	return nil
+}
+
+// recordParams parses the collection and rkey query parameters that name one record.
+func recordParams(q url.Values) (syntax.NSID, syntax.RecordKey, error) {
+	coll, err := xrpc.ParseNSID(q.Get("collection"))
+	if err != nil {
+		return "", "", xrpc.InvalidRequest("invalid collection %q", q.Get("collection"))
+	}
+	rkey, err := xrpc.ParseRecordKey(q.Get("rkey"))
+	if err != nil {
+		return "", "", xrpc.InvalidRequest("invalid rkey %q", q.Get("rkey"))
+	}
+	return coll, rkey, nil
 }
