@@ -642,9 +642,8 @@ type blobInfo struct {
 // Errors: ErrBlobNotFound.
 func (s *Store) openCommitted(ctx context.Context, did syntax.DID, c string) (*os.File, blobInfo, error) {
 	var info blobInfo
-	err := s.db.Read(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, `SELECT mime, size FROM blobs WHERE did = ? AND cid = ? AND rev IS NOT NULL`, did, c).Scan(&info.mime, &info.size)
-	})
+	err := s.db.QueryRow(ctx, `SELECT mime, size FROM blobs WHERE did = ? AND cid = ? AND rev IS NOT NULL`,
+		[]any{did, c}, &info.mime, &info.size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, info, fmt.Errorf("%w: %s", ErrBlobNotFound, c)
 	}

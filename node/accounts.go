@@ -84,15 +84,20 @@ func (n *Node) accountBy(ctx context.Context, identifier string) (*account, erro
 	return a, err
 }
 
-// accountByDID returns the hosted account did, or errAccountNotFound.
+// accountByDID returns the hosted account did, or errAccountNotFound. It runs on most
+// authenticated requests, so it is one prepared point query.
 func (n *Node) accountByDID(ctx context.Context, did string) (*account, error) {
-	var a *account
-	err := n.db.Read(ctx, func(tx *sql.Tx) error {
-		var err error
-		a, err = scanAccount(tx.QueryRowContext(ctx, "SELECT "+accountColumns+" FROM account WHERE did = ?", did))
-		return err
-	})
-	return a, err
+	var a account
+	err := n.db.QueryRow(ctx, "SELECT "+accountColumns+" FROM account WHERE did = ?", []any{did},
+		&a.DID, &a.Handle, &a.Email, &a.EmailConfirmedAt, &a.PasswordHash, &a.CreatedAt,
+		&a.DeactivatedAt, &a.DeleteAfter, &a.TakedownRef, &a.InvitesDisabled)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errAccountNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read account: %w", err)
+	}
+	return &a, nil
 }
 
 // serviceSecret returns the named secret, generating and storing size random bytes the

@@ -73,6 +73,8 @@ type DB struct {
 	stmts   map[string]*sql.Stmt // nil once Close has begun
 	seen    map[string]bool      // queries Stmt prepared per transaction once
 	pending []string             // and those it did twice, to prepare for good
+	// readStmts caches QueryRow's statements, prepared on the read pool.
+	readStmts map[string]*sql.Stmt // nil once Close has begun
 }
 
 // Open opens (creating if needed) the SQLite file at path, applies our pragmas to every
@@ -287,6 +289,37 @@ func (db *DB) Read(ctx context.Context, fn func(*sql.Tx) error) error {
 	return nil
 }
 
+// QueryRow runs one read-only query as its own implicit transaction on the read pool (the
+// writer connection with SharedReader) and scans its first row into dest, returning
+// sql.ErrNoRows when there is none. Its statement is prepared once per DB: for the point
+// lookups on every request (an account, a blob) that saves the prepare and the explicit
+// BEGIN and ROLLBACK that Read costs.
+func (db *DB) QueryRow(ctx context.Context, query string, args []any, dest ...any) error {
+	pool := db.readers
+	if db.shared {
+		pool = db.writer
+	}
+	db.stmtMu.Lock()
+	if db.stmts == nil { // Close has begun
+		db.stmtMu.Unlock()
+		return fmt.Errorf("query %s: database is closed", db.path)
+	}
+	st, ok := db.readStmts[query]
+	if !ok {
+		var err error
+		if st, err = pool.PrepareContext(ctx, query); err != nil {
+			db.stmtMu.Unlock()
+			return fmt.Errorf("prepare: %w", MapError(err))
+		}
+		if db.readStmts == nil {
+			db.readStmts = map[string]*sql.Stmt{}
+		}
+		db.readStmts[query] = st
+	}
+	db.stmtMu.Unlock()
+	return MapError(st.QueryRowContext(ctx, args...).Scan(dest...))
+}
+
 // Checkpoint folds the WAL back into the database file and truncates it.
 func (db *DB) Checkpoint(ctx context.Context) error {
 	if _, err := db.writer.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
@@ -315,7 +348,10 @@ func (db *DB) Close() error {
 	for _, st := range db.stmts {
 		errs = append(errs, st.Close())
 	}
-	db.stmts = nil
+	for _, st := range db.readStmts {
+		errs = append(errs, st.Close())
+	}
+	db.stmts, db.readStmts = nil, nil
 	db.stmtMu.Unlock()
 	if db.readers != nil {
 		errs = append(errs, db.readers.Close())

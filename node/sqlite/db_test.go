@@ -303,3 +303,33 @@ func TestSharedReaderStmtAndPersistentWAL(t *testing.T) {
 		t.Errorf("Read(count) after reopen = %d, %v; want 3", count, err)
 	}
 }
+
+func TestQueryRow(t *testing.T) {
+	t.Parallel()
+	for _, readers := range []int{0, SharedReader} {
+		db := openTest(t, filepath.Join(t.TempDir(), "q.sqlite"), Options{Readers: readers, Migrations: testMigrations()})
+		ctx := t.Context()
+		db.Write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO items (name) VALUES ('a'), ('b')")
+			return err
+		})
+		const q = "SELECT name FROM items WHERE id = ?"
+		for range 3 { // the statement is prepared once and reused
+			var name string
+			if err := db.QueryRow(ctx, q, []any{2}, &name); err != nil || name != "b" {
+				t.Fatalf("QueryRow(id 2) = %q, %v; want b", name, err)
+			}
+		}
+		var name string
+		if err := db.QueryRow(ctx, q, []any{99}, &name); !errors.Is(err, sql.ErrNoRows) {
+			t.Errorf("QueryRow(missing) = %v, want sql.ErrNoRows", err)
+		}
+		if err := db.QueryRow(ctx, "SELECT nonsense FROM", nil, &name); err == nil {
+			t.Error("QueryRow(bad SQL) succeeded")
+		}
+		db.Close()
+		if err := db.QueryRow(ctx, q, []any{1}, &name); err == nil {
+			t.Error("QueryRow after Close succeeded")
+		}
+	}
+}
