@@ -176,11 +176,18 @@ func actorDir(did syntax.DID) string {
 // one account rarely has two users at once, and a second connection would double the cost
 // of an LRU miss (open, pragmas, schema read) and the page caches of idle files. The WAL
 // file persists across closes because LRU churn closes and reopens files all day.
+// actorCacheKiB is each open actor file's page cache. A commit to a 10k-record repo reads
+// ~25 B-tree pages scattered over a few MB; with SQLite's 2 MiB default they were re-read
+// from the OS (a syscall each), and 8 MiB holds such a repo whole: ~8% less CPU per commit.
+// Only pages actually read are cached, so most repos use far less.
+const actorCacheKiB = 8 << 10
+
 func (s *Store) sqliteOptions() sqlite.Options {
 	return sqlite.Options{
 		Synchronous: s.cfg.Synchronous,
 		Readers:     sqlite.SharedReader,
 		PersistWAL:  true,
+		CacheKiB:    actorCacheKiB,
 		Migrations:  s.migrations,
 	}
 }

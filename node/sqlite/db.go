@@ -56,6 +56,9 @@ type Options struct {
 	PersistWAL bool
 	// BusyTimeout is how long a statement waits for a lock held by another connection.
 	BusyTimeout time.Duration
+	// CacheKiB is each connection's page cache in KiB (0: SQLite's default of 2 MiB). Pages
+	// are cached as they are read, so a small file never uses its whole budget.
+	CacheKiB int
 	// Migrations holds files named NNNN_what.sql at its root, applied in order once each.
 	Migrations fs.FS
 }
@@ -109,6 +112,9 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	pragmas.Add("_pragma", "journal_mode(WAL)")
 	pragmas.Add("_pragma", "synchronous("+sync+")")
 	pragmas.Add("_pragma", "foreign_keys(ON)")
+	if opts.CacheKiB > 0 {
+		pragmas.Add("_pragma", fmt.Sprintf("cache_size(-%d)", opts.CacheKiB))
+	}
 	if opts.PersistWAL {
 		// A persistent WAL is truncated on close only under a size limit; left whole, its
 		// stale frames would be read back by the next open's WAL recovery. The limit also
