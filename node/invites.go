@@ -193,6 +193,7 @@ func (n *Node) handleComAtprotoServerDescribeServer(w http.ResponseWriter, r *ht
 		"did":                  n.serviceDID(),
 		"availableUserDomains": n.cfg.UserDomains(),
 		"inviteCodeRequired":   n.cfg.InvitesRequired(),
+		"blobUploadLimit":      n.blobs.Config().MaxSize,
 	}
 	links := map[string]string{}
 	if u := n.cfg.Accounts.PrivacyPolicyURL; u != "" {

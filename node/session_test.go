@@ -267,6 +267,9 @@ func TestDescribeServer(t *testing.T) {
 	if status != 200 || body["did"] != "did:web:localhost" || body["inviteCodeRequired"] != false {
 		t.Errorf("describeServer = %d %v", status, body)
 	}
+	if body["blobUploadLimit"] != float64(100<<20) {
+		t.Errorf("blobUploadLimit = %v, want 100 MiB", body["blobUploadLimit"])
+	}
 	if d := body["availableUserDomains"].([]any); len(d) != 1 || d[0] != ".test" {
 		t.Errorf("availableUserDomains = %v, want [.test]", d)
 	}
