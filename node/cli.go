@@ -20,6 +20,7 @@ import (
 // UsageError is a mistake on the command line; the command exits with status 2.
 type UsageError struct{ Msg string }
 
+// Error returns the message for the terminal.
 func (e UsageError) Error() string { return e.Msg }
 
 func usagef(format string, args ...any) error { return UsageError{fmt.Sprintf(format, args...)} }
