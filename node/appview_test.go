@@ -64,3 +64,26 @@ func TestTimelineThroughTheNode(t *testing.T) {
 		t.Errorf("getPreferences = %d %v", status, prefs)
 	}
 }
+
+// TestAppStartupCallsAreWellFormed: the calls the official app makes on start that have no
+// data here yet answer 200 with the lexicon's required (empty) fields.
+func TestAppStartupCallsAreWellFormed(t *testing.T) {
+	t.Parallel()
+	_, base := testNode(t)
+	tok := createTestAccount(t, base, "app.test")["accessJwt"].(string)
+	for _, d := range appStartupDefaults {
+		method, body := "GET", ""
+		if d.procedure {
+			method, body = "POST", `{"serviceDid":"did:web:push.example","token":"t","platform":"web","appId":"x"}`
+		}
+		status, out, _ := getJSON(t, method, base+"/xrpc/"+d.nsid, body, bearer(tok))
+		if status != 200 {
+			t.Errorf("%s = %d %v, want 200", d.nsid, status, out)
+		}
+		for k := range d.body {
+			if _, ok := out[k]; !ok {
+				t.Errorf("%s: answer lacks required %q: %v", d.nsid, k, out)
+			}
+		}
+	}
+}

@@ -22,6 +22,7 @@ func (n *Node) routesWith(ids *identityService) http.Handler {
 	x := &xrpcMux{log: n.log, methods: map[string]xrpcMethod{}}
 	n.adminRoutes(x)
 	n.blobRoutes(r, x)
+	n.appStartupRoutes(x)
 	n.appviewRoutes(x)
 	x.query("com.atproto.server.describeServer", n.handleComAtprotoServerDescribeServer)
 	x.procedure("com.atproto.server.createAccount", n.handleComAtprotoServerCreateAccount)
