@@ -51,11 +51,6 @@ func listOf(m map[string]any, key string) []any {
 	return v
 }
 
-func intOf(m map[string]any, key string) (int64, bool) {
-	v, ok := m[key].(int64)
-	return v, ok
-}
-
 // blobCID returns the CID of a blob value, or "".
 func blobCID(v any) string {
 	switch b := v.(type) {

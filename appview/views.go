@@ -26,10 +26,6 @@ type actorViewer struct {
 	BlockingByList *listViewBasic `json:"blockingByList,omitempty"`
 }
 
-func (v *actorViewer) blocked() bool {
-	return v != nil && (v.BlockedBy || v.Blocking != "" || v.BlockingByList != nil)
-}
-
 // profileView covers profileViewBasic, profileView and profileViewDetailed: the
 // constructors fill only the fields of the level asked for.
 type profileView struct {
@@ -190,20 +186,6 @@ type listView struct {
 	IndexedAt     string       `json:"indexedAt"`
 }
 
-// generatorView is app.bsky.feed.defs#generatorView.
-type generatorView struct {
-	Type        string       `json:"$type,omitempty"`
-	URI         string       `json:"uri"`
-	CID         string       `json:"cid"`
-	DID         string       `json:"did"`
-	Creator     *profileView `json:"creator"`
-	DisplayName string       `json:"displayName"`
-	Description string       `json:"description,omitempty"`
-	Avatar      string       `json:"avatar,omitempty"`
-	LikeCount   *int64       `json:"likeCount,omitempty"`
-	IndexedAt   string       `json:"indexedAt"`
-}
-
 // Embed views (app.bsky.embed.*#view).
 
 type aspectRatio struct {
@@ -282,10 +264,4 @@ type viewBlocked struct {
 	URI     string         `json:"uri"`
 	Blocked bool           `json:"blocked"`
 	Author  *blockedAuthor `json:"author"`
-}
-
-type viewDetached struct {
-	Type     string `json:"$type"`
-	URI      string `json:"uri"`
-	Detached bool   `json:"detached"`
 }

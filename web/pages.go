@@ -252,12 +252,6 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "profile", p)
 }
 
-// threadDepth and threadParents bound the replies and ancestors a thread page shows.
-const (
-	threadDepth   = 6
-	threadParents = 20
-)
-
 func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 	viewer := viewerDID(r)
 	id, err := syntax.ParseAtIdentifier(r.PathValue("actor"))
