@@ -4,6 +4,8 @@ LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 BENCH ?= .
+# staticcheck is pinned so that a new release cannot turn CI red on its own.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help run build test bench fuzz lint clean
 
@@ -30,10 +32,11 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 		done; \
 	done
 
-lint: ## gofmt, go vet and the one-way import rule
+lint: ## gofmt, go vet, staticcheck and the one-way import rule
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	go run $(STATICCHECK) ./...
 	bash .ci/imports.sh
 
 clean: ## remove build output (not ./data)
