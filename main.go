@@ -63,6 +63,7 @@ Usage:
   aerie account ...         create, list, deactivate, activate, delete accounts, reset passwords
   aerie invite create       make an invite code
   aerie blobs gc            delete expired uploads and cache entries now
+  aerie reindex             rebuild the AppView index of local accounts from their repos
   aerie version             print the version
 
 Run 'aerie COMMAND --help' for a command's flags. Every config key can also be set by an
@@ -92,7 +93,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 			return usagef("config: unknown subcommand %q (want: check)", args[1])
 		}
 		return cmdConfigCheck(args[2:], environ, stdout, stderr)
-	case "account", "invite", "blobs":
+	case "account", "invite", "blobs", "reindex":
 		return cmdAdmin(ctx, args[0], args[1:], environ, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "aerie", version)

@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"iter"
 	"net/http"
 	"time"
@@ -40,6 +42,7 @@ func (n *Node) appviewRoutes(x *xrpcMux) {
 	}
 	x.query("app.bsky.actor.getPreferences", n.withAuth(authAccess, n.handleAppBskyActorGetPreferences))
 	x.procedure("app.bsky.actor.putPreferences", n.withAuth(authAccess, n.handleAppBskyActorPutPreferences))
+	x.procedure("social.aerie.admin.reindex", n.withAuth(authAdmin, n.handleSocialAerieAdminReindex))
 }
 
 // waitIndexed gives read-after-write: it returns once the indexer has passed seq, or after
@@ -145,5 +148,66 @@ func (n *Node) handleAppBskyActorPutPreferences(w http.ResponseWriter, r *http.R
 		return err
 	}
 	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// handleSocialAerieAdminReindex rebuilds the index entries of every local account from
+// its repository (admin), streaming one progress line per account as plain text: the data
+// behind `aerie reindex`. Reindexing an up-to-date account changes nothing.
+func (n *Node) handleSocialAerieAdminReindex(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	var dids []string
+	cursor := ""
+	for {
+		var page []string
+		err := n.db.Read(ctx, func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, "SELECT did FROM account WHERE did > ? ORDER BY did LIMIT 1000", cursor)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var d string
+				if err := rows.Scan(&d); err != nil {
+					return err
+				}
+				page = append(page, d)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return err
+		}
+		dids = append(dids, page...)
+		if len(page) < 1000 {
+			break
+		}
+		cursor = page[len(page)-1]
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	flush := http.NewResponseController(w).Flush
+	failed := 0
+	for i, d := range dids {
+		did := syntax.DID(d)
+		records := 0
+		counted := func(yield func(appview.RepoRecord, error) bool) {
+			for rec, err := range n.repoRecords(ctx, did) {
+				records++
+				if !yield(rec, err) {
+					return
+				}
+			}
+		}
+		status := "ok"
+		if err := n.appview.Reindex(ctx, did, counted); err != nil {
+			failed++
+			status = "failed: " + err.Error()
+			n.log.WarnContext(ctx, "reindex", "did", d, "err", err)
+		}
+		fmt.Fprintf(w, "[%d/%d] %s: %d records, %s\n", i+1, len(dids), d, records, status)
+		flush()
+	}
+	fmt.Fprintf(w, "done: %d accounts reindexed, %d failed\n", len(dids)-failed, failed)
 	return nil
 }

@@ -34,6 +34,7 @@ const AdminUsage = `Usage:
   aerie account usage
   aerie invite create [--uses N] [--for DID]
   aerie blobs gc
+  aerie reindex
 
 ACCOUNT is a handle or a DID. These commands talk to the running node (aerie serve) over
 its admin API at http://<listen>, authenticated with admin_password from the same config
@@ -109,6 +110,10 @@ func randomPassword() string {
 // RunAdminCommand runs `aerie account ...` or `aerie invite ...` (group) against the node
 // described by cfg.
 func RunAdminCommand(ctx context.Context, cfg Config, group string, args []string, stdout io.Writer) error {
+	// reindex is a command of its own; the others are groups of subcommands.
+	if group == "reindex" {
+		args = append([]string{""}, args...)
+	}
 	if len(args) == 0 {
 		return usagef("%s: missing subcommand; run 'aerie %s --help'", group, group)
 	}
@@ -273,6 +278,25 @@ func RunAdminCommand(ctx context.Context, cfg Config, group string, args []strin
 		fmt.Fprintf(stdout, "freed %d bytes: %d expired uploads, %d expired remote blobs, %d interrupted temp files; %d uploads adopted by records\n",
 			out.FreedBytes, out.Report.Expired, out.Report.RemoteExpired, out.Report.StaleTemp, out.Report.Adopted)
 		return nil
+	case "reindex ":
+		// The node streams a line per account; copy them as they come, as the progress display.
+		req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/xrpc/social.aerie.admin.reindex", strings.NewReader("{}"))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth("admin", c.password)
+		resp, err := (&http.Client{}).Do(req) // no timeout: a large node takes long
+		if err != nil {
+			return fmt.Errorf("reach the node at %s (is `aerie serve` running?): %w", c.base, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			return fmt.Errorf("reindex: %s", b)
+		}
+		_, err = io.Copy(stdout, resp.Body)
+		return err
 	case "invite create":
 		body := map[string]any{"useCount": *uses}
 		if *forDID != "" {

@@ -55,6 +55,10 @@ func TestAdminCommands(t *testing.T) {
 		t.Errorf("createAccount without invite = %d %v, want 400 InvalidInviteCode", status, body)
 	}
 
+	if out := run("reindex"); !strings.Contains(out, "done: 2 accounts reindexed, 0 failed") || !strings.Contains(out, "[1/2]") {
+		t.Errorf("reindex printed %q", out)
+	}
+
 	run("account", "delete", "cli.test")
 	if out := run("account", "list"); strings.Contains(out, "cli.test") {
 		t.Errorf("account list after delete printed %q", out)
