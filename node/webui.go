@@ -117,3 +117,26 @@ func (b webBackend) DeleteRecord(ctx context.Context, did, uri string) error {
 	_, err = b.write(ctx, did, wr)
 	return err
 }
+
+// SignUpOptions offers the node's user domains and its invite rule.
+func (b webBackend) SignUpOptions() ([]string, bool) {
+	return b.n.cfg.UserDomains(), b.n.cfg.InvitesRequired()
+}
+
+// SignUp creates an account exactly as createAccount does, under the same rate limit;
+// refusals meant for the person (taken handle, short password, bad invite) become
+// web.FormErrors with the XRPC message.
+func (b webBackend) SignUp(ctx context.Context, handle, email, password, invite string) (string, string, error) {
+	if ok, _, _, _ := b.n.limiter.allow("web-signup", limitCreateAccount); !ok {
+		return "", "", web.ErrRateLimited
+	}
+	acct, err := b.n.createAccount(ctx, newAccountInput{Handle: handle, Email: email, Password: password, InviteCode: invite})
+	var xe *xrpc.Error
+	if errors.As(err, &xe) && xe.Status < 500 {
+		return "", "", &web.FormError{Message: xe.Message}
+	}
+	if err != nil {
+		return "", "", err
+	}
+	return acct.DID, acct.Handle, nil
+}

@@ -68,3 +68,45 @@ func TestWebUISignInAndPost(t *testing.T) {
 		t.Errorf("compose without CSRF = %d, want 403", resp.StatusCode)
 	}
 }
+
+// TestWebUISignUp creates an account through the web UI's sign-up form, with the node's
+// real account creation (PLC, repo, events) behind it.
+func TestWebUISignUp(t *testing.T) {
+	t.Parallel()
+	_, base := testNode(t)
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	resp, err := client.Get(base + "/signup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := csrfField.FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatalf("no CSRF field on the sign-up page")
+	}
+	resp, err = client.PostForm(base+"/signup", url.Values{"csrf": {m[1]}, "handle": {"fresh"}, "password": {"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "Password must be") {
+		t.Errorf("sign-up with a short password = %d", resp.StatusCode)
+	}
+	resp, err = client.PostForm(base+"/signup", url.Values{"csrf": {m[1]}, "handle": {"fresh"}, "password": {"fresh-password"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "fresh.test") {
+		t.Fatalf("sign-up = %d, home does not name fresh.test", resp.StatusCode)
+	}
+	status, out, _ := getJSON(t, "POST", base+"/xrpc/com.atproto.server.createSession",
+		`{"identifier":"fresh.test","password":"fresh-password"}`, map[string]string{"Content-Type": "application/json"})
+	if status != 200 || !strings.HasPrefix(out["did"].(string), "did:plc:") {
+		t.Errorf("createSession for the web-created account = %d %v", status, out)
+	}
+}

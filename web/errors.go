@@ -11,3 +11,10 @@ var (
 	// com.atproto.server.createSession) is exhausted.
 	ErrRateLimited = errors.New("too many attempts")
 )
+
+// FormError is a refusal the person filling in a form can act on (a taken handle, a short
+// password, a wrong invite code); its Message is shown on the form.
+type FormError struct{ Message string }
+
+// Error returns the message.
+func (e *FormError) Error() string { return e.Message }

@@ -80,6 +80,49 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
+func (s *Server) signUpPage(id, email, invite, msg string) *page {
+	domains, invite2 := s.backend.SignUpOptions()
+	return &page{Title: "Create account", Identifier: id, Email: email, InviteCode: invite, Error: msg,
+		Domains: domains, InviteRequired: invite2}
+}
+
+func (s *Server) handleSignUpForm(w http.ResponseWriter, r *http.Request) {
+	if stateFrom(r.Context()).sess != nil {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	s.render(w, r, http.StatusOK, "signup", s.signUpPage("", "", "", ""))
+}
+
+func (s *Server) handleSignUp(w http.ResponseWriter, r *http.Request) {
+	st := stateFrom(r.Context())
+	handle := strings.ToLower(strings.TrimPrefix(strings.TrimSpace(r.PostForm.Get("handle")), "@"))
+	email := strings.TrimSpace(r.PostForm.Get("email"))
+	password := r.PostForm.Get("password")
+	invite := strings.TrimSpace(r.PostForm.Get("invite"))
+	domains, _ := s.backend.SignUpOptions()
+	// A bare name gets the first offered domain, as people type "alice", not "alice.example.com".
+	if !strings.Contains(handle, ".") && len(domains) > 0 {
+		handle += domains[0]
+	}
+	did, canonical, err := s.backend.SignUp(r.Context(), handle, email, password, invite)
+	var fe *FormError
+	switch {
+	case errors.As(err, &fe):
+		s.render(w, r, http.StatusBadRequest, "signup", s.signUpPage(handle, email, invite, fe.Message))
+		return
+	case errors.Is(err, ErrRateLimited):
+		s.render(w, r, http.StatusTooManyRequests, "signup", s.signUpPage(handle, email, invite, "Too many attempts. Wait a few minutes and try again."))
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "sign up", "err", err)
+		s.render(w, r, http.StatusInternalServerError, "signup", s.signUpPage(handle, email, invite, "Creating an account is not possible right now. Try again later."))
+		return
+	}
+	s.signIn(w, st, did, canonical)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
 func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
 	s.signOut(w, stateFrom(r.Context()))
 	http.Redirect(w, r, "/", http.StatusSeeOther)

@@ -10,7 +10,7 @@ import (
 
 // pageNames are the templates/<name>.html files; each defines "main" and is rendered
 // inside layout.html.
-var pageNames = []string{"signin", "home", "profile", "thread", "notifications", "error"}
+var pageNames = []string{"signin", "signup", "home", "profile", "thread", "notifications", "error"}
 
 type pageTemplate struct{ t *template.Template }
 
@@ -27,7 +27,13 @@ type page struct {
 	Error   string
 	Message string
 
-	Identifier string // sign-in form
+	Identifier string // sign-in and sign-up forms
+
+	// The sign-up form.
+	Email          string
+	InviteCode     string
+	Domains        []string
+	InviteRequired bool
 
 	Feed     []*Post
 	MoreLink string // the next page of Feed, "" at the end

@@ -74,6 +74,12 @@ type Backend interface {
 	// repo, indexed before it returns. The web UI only passes URIs in did's repo, but the
 	// node must check that too.
 	DeleteRecord(ctx context.Context, did, uri string) error
+	// SignUpOptions tells the sign-up page which handle domains are offered (each starting
+	// with a dot) and whether an invite code is required.
+	SignUpOptions() (domains []string, inviteRequired bool)
+	// SignUp creates an account as com.atproto.server.createAccount does and returns it. An
+	// error wrapping a *FormError carries a message for the person filling in the form.
+	SignUp(ctx context.Context, handle, email, password, inviteCode string) (did, canonicalHandle string, err error)
 }
 
 // Server is the web UI. Build it with New and serve Handler.
@@ -160,6 +166,8 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/signin", s.handleSignInForm)
 	r.Post("/signin", s.handleSignIn)
 	r.Post("/signout", s.handleSignOut)
+	r.Get("/signup", s.handleSignUpForm)
+	r.Post("/signup", s.handleSignUp)
 	r.Post("/compose", s.handleCompose)
 	r.Post("/like", s.handleLike)
 	r.Post("/unlike", s.handleUnlike)

@@ -118,6 +118,27 @@ func (n *testNode) submit(ev *relay.Event) {
 	}
 }
 
+// SignUpOptions implements Backend: handles under .test, an invite code required.
+func (n *testNode) SignUpOptions() ([]string, bool) { return []string{".test"}, true }
+
+// SignUp implements Backend: invite code "letmein"; the account's password is "hunter2"
+// whatever was typed, so the other helpers can sign it in.
+func (n *testNode) SignUp(ctx context.Context, handle, email, password, invite string) (string, string, error) {
+	switch {
+	case invite != "letmein":
+		return "", "", &FormError{Message: "Provided invite code not available"}
+	case len(password) < 8:
+		return "", "", &FormError{Message: "Password must be 8 to 256 characters"}
+	}
+	n.mu.Lock()
+	_, taken := n.accounts[handle]
+	n.mu.Unlock()
+	if taken {
+		return "", "", &FormError{Message: "Handle already taken: " + handle}
+	}
+	return n.account(handle).String(), handle, nil
+}
+
 // Login implements Backend: every account's password is "hunter2".
 func (n *testNode) Login(ctx context.Context, id, password string) (string, string, error) {
 	n.mu.Lock()
@@ -524,4 +545,39 @@ func TestPageWeight(t *testing.T) {
 	if total > 100<<10 {
 		t.Errorf("timeline page weighs %d bytes, want under 100 KB", total)
 	}
+}
+
+func TestSignUp(t *testing.T) {
+	n := newTestNode(t)
+	n.account("taken.test")
+	b := n.browser()
+
+	st, body := b.get("/signup")
+	if st != http.StatusOK {
+		t.Fatalf("GET /signup = %d", st)
+	}
+	wantContains(t, "sign-up page", body, `<label for="handle">Handle</label>`, `<label for="password">Password</label>`,
+		`<label for="invite">Invite code</label>`, ">Create account</button>", ".test")
+
+	for _, tt := range []struct {
+		name, handle, invite, password, wantMsg string
+	}{
+		{"wrong invite", "newbie", "nope", "long-enough", "invite code not available"},
+		{"short password", "newbie", "letmein", "short", "Password must be"},
+		{"taken handle", "taken", "letmein", "long-enough", "Handle already taken: taken.test"},
+	} {
+		st, _, body := b.post("/signup", url.Values{"handle": {tt.handle}, "invite": {tt.invite}, "password": {tt.password}})
+		if st != http.StatusBadRequest || !strings.Contains(body, tt.wantMsg) {
+			t.Errorf("%s: POST /signup = %d, want 400 with %q", tt.name, st, tt.wantMsg)
+		}
+	}
+	if st, _, _ := b.post("/signup", url.Values{"csrf": {"forged"}, "handle": {"newbie"}, "invite": {"letmein"}, "password": {"long-enough"}}); st != http.StatusForbidden {
+		t.Errorf("POST /signup with a forged CSRF token = %d, want 403", st)
+	}
+	st, loc, body := b.post("/signup", url.Values{"handle": {"@Newbie"}, "email": {"n@example.com"}, "invite": {"letmein"}, "password": {"long-enough"}})
+	if st != http.StatusSeeOther || loc != "/" {
+		t.Fatalf("POST /signup = %d %q\n%s", st, loc, body)
+	}
+	_, home := b.get("/")
+	wantContains(t, "home after sign-up", home, "newbie.test")
 }
