@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	if n.seq, err = relay.Open(ctx, filepath.Join(cfg.DataDir, "relay.sqlite"), relayCfg, log); err != nil {
 		return nil, err
 	}
-	n.firehose = relay.NewFirehose(n.seq, log)
+	n.firehose = relay.NewFirehose(n.seq, relay.LocalEvents, log)
 	blobCfg := cfg.Blobs
 	blobCfg.AllowPrivateNetwork = cfg.Net.AllowPrivateNetwork
 	blobCfg.Synchronous = cfg.DB.Synchronous

@@ -53,6 +53,11 @@ type Event struct {
 	// Info is only set on frames read by DecodeFrame: #info is never sequenced.
 	Info *comatproto.SyncSubscribeRepos_Info
 
+	// Remote marks an event the crawler verified from another host. The log keeps it with
+	// the local ones (the indexer reads one stream), but the PDS firehose leaves it out:
+	// that stream speaks only for this node's accounts.
+	Remote bool
+
 	// frame is the encoded header and body, set once by the sequencer or DecodeFrame.
 	frame []byte
 }

@@ -45,6 +45,8 @@ const (
 type Firehose struct {
 	seq *Sequencer
 	log *slog.Logger
+	// scope says which events the stream carries.
+	scope Scope
 	// writeTimeout is defaultWriteTimeout; tests that stall a client on purpose raise it so
 	// a loaded machine does not turn their cut-off into a timeout.
 	writeTimeout time.Duration
@@ -57,9 +59,19 @@ type Firehose struct {
 	streams sync.WaitGroup
 }
 
-// NewFirehose returns a firehose serving seq's stream. It starts no goroutine.
-func NewFirehose(seq *Sequencer, log *slog.Logger) *Firehose {
-	return &Firehose{seq: seq, log: log.With("component", "firehose"), writeTimeout: defaultWriteTimeout}
+// Scope says which events of the log a Firehose serves.
+type Scope int
+
+const (
+	// LocalEvents is the PDS firehose: only this node's accounts, what relays crawl.
+	LocalEvents Scope = iota
+	// AllEvents is the relay stream: local events and the ones the crawler verified.
+	AllEvents
+)
+
+// NewFirehose returns a firehose serving seq's stream within scope. It starts no goroutine.
+func NewFirehose(seq *Sequencer, scope Scope, log *slog.Logger) *Firehose {
+	return &Firehose{seq: seq, scope: scope, log: log.With("component", "firehose"), writeTimeout: defaultWriteTimeout}
 }
 
 // Run accepts streams until ctx ends, then closes them all and returns nil once every stream
@@ -195,7 +207,7 @@ func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc 
 		}
 		return websocket.StatusPolicyViolation, name
 	}
-	sub, err := f.seq.subscribe(cursor, true, true)
+	sub, err := f.seq.subscribe(cursor, true, true, f.scope == LocalEvents)
 	if errors.Is(err, ErrFutureCursor) {
 		return fail("FutureCursor", "cursor is ahead of the stream")
 	}

@@ -260,7 +260,7 @@ func TestFirehoseNotRunning(t *testing.T) {
 	defer s.Close()
 	rec := &recorder{header: http.Header{}}
 	r, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "/xrpc/com.atproto.sync.subscribeRepos", nil)
-	NewFirehose(s, discardLog()).ServeHTTP(rec, r)
+	NewFirehose(s, LocalEvents, discardLog()).ServeHTTP(rec, r)
 	if rec.status != http.StatusServiceUnavailable {
 		t.Errorf("ServeHTTP before Run = %d, want 503", rec.status)
 	}

@@ -56,7 +56,7 @@ func openSeq(t testing.TB, path string, cfg Config) *Sequencer {
 func start(t testing.TB, s *Sequencer, opts ...func(*Firehose)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	fh := NewFirehose(s, discardLog())
+	fh := NewFirehose(s, LocalEvents, discardLog())
 	for _, o := range opts {
 		o(fh)
 	}

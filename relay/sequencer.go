@@ -241,18 +241,18 @@ func (s *Sequencer) commit(ctx context.Context, batch []*pending) {
 		return
 	}
 	err := s.db.Write(ctx, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO events (seq, kind, did, time, frame) VALUES (?, ?, ?, ?, ?)`)
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO events (seq, kind, did, time, frame, remote) VALUES (?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("prepare insert: %w", err)
 		}
 		defer ins.Close()
 		var upsert *sql.Stmt
 		for _, ev := range evs {
-			if _, err := ins.ExecContext(ctx, ev.Seq, ev.Kind(), ev.DID(), ev.Time.UnixMicro(), ev.frame); err != nil {
+			if _, err := ins.ExecContext(ctx, ev.Seq, ev.Kind(), ev.DID(), ev.Time.UnixMicro(), ev.frame, ev.Remote); err != nil {
 				return fmt.Errorf("insert seq %d: %w", ev.Seq, err)
 			}
 			rev := ev.rev()
-			if rev == "" {
+			if rev == "" || ev.Remote { // startup repair compares only local repos
 				continue
 			}
 			if upsert == nil {

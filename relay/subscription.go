@@ -26,6 +26,8 @@ type Subscription struct {
 	// cutOff subscriptions fail with ErrConsumerTooSlow when they fall behind the window;
 	// others go back to reading the log.
 	cutOff bool
+	// localOnly subscriptions (the PDS firehose) skip events the crawler brought in.
+	localOnly bool
 
 	last     int64  // seq of the last event delivered (or the cursor)
 	live     bool   // reading the window at pos
@@ -42,11 +44,11 @@ type Subscription struct {
 // The indexer uses one with its durable cursor: when it falls behind the live window it
 // reads the log again, so a slow indexer is never cut off.
 func (s *Sequencer) Subscribe(cursor int64) (*Subscription, error) {
-	return s.subscribe(cursor, false, false)
+	return s.subscribe(cursor, false, false, false)
 }
 
-func (s *Sequencer) subscribe(cursor int64, raw, cutOff bool) (*Subscription, error) {
-	sub := &Subscription{s: s, raw: raw, cutOff: cutOff}
+func (s *Sequencer) subscribe(cursor int64, raw, cutOff, localOnly bool) (*Subscription, error) {
+	sub := &Subscription{s: s, raw: raw, cutOff: cutOff, localOnly: localOnly}
 	if cursor < 0 {
 		sub.live = true
 		sub.pos, sub.last = s.win.head()
@@ -84,16 +86,19 @@ func (sub *Subscription) Next(ctx context.Context) ([]*Event, error) {
 				sub.live, sub.pos = true, pos
 				continue
 			}
-			evs, err := sub.readLog(ctx)
+			evs, scanned, err := sub.readLog(ctx)
 			if err != nil {
 				return nil, err
 			}
+			if scanned > sub.last {
+				sub.last = scanned
+			}
 			if len(evs) > 0 {
-				sub.last = evs[len(evs)-1].Seq
 				return evs, nil
 			}
-			// Nothing in the log after last, yet the window has evicted something after
-			// it: only a pruning race explains that, and readLog reports it next time.
+			// Nothing to deliver: the rows read were all remote, or the window evicted
+			// something after last that the log no longer has (a pruning race, which
+			// readLog reports next time).
 			continue
 		}
 		evs, pos, wake, st := sub.s.win.read(sub.buf, sub.pos, nextMaxEvents, nextMaxBytes)
@@ -116,6 +121,11 @@ func (sub *Subscription) Next(ctx context.Context) ([]*Event, error) {
 		}
 		if len(evs) > 0 {
 			sub.last = evs[len(evs)-1].Seq
+		}
+		if sub.localOnly {
+			evs = dropRemote(evs)
+		}
+		if len(evs) > 0 {
 			return evs, nil
 		}
 		select {
@@ -126,9 +136,22 @@ func (sub *Subscription) Next(ctx context.Context) ([]*Event, error) {
 	}
 }
 
-// readLog reads the next events after sub.last from the log, in one snapshot.
-func (sub *Subscription) readLog(ctx context.Context) ([]*Event, error) {
+// dropRemote filters evs in place down to local events.
+func dropRemote(evs []*Event) []*Event {
+	out := evs[:0]
+	for _, ev := range evs {
+		if !ev.Remote {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// readLog reads the next events after sub.last from the log, in one snapshot, and returns
+// them with the highest seq it read (remote rows a localOnly subscription skips count too).
+func (sub *Subscription) readLog(ctx context.Context) ([]*Event, int64, error) {
 	evs := sub.buf[:0]
+	var scanned int64
 	err := sub.s.db.Read(ctx, func(tx *sql.Tx) error {
 		var pruned int64
 		err := tx.QueryRowContext(ctx, `SELECT coalesce((SELECT value FROM meta WHERE key = 'pruned_through'), 0)`).Scan(&pruned)
@@ -141,7 +164,9 @@ func (sub *Subscription) readLog(ctx context.Context) ([]*Event, error) {
 			}
 			return fmt.Errorf("%w: next seq after %d, pruned through %d", ErrOutdatedCursor, sub.last, pruned)
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, sub.last, nextMaxEvents)
+		// A skipped remote row's frame is not read at all.
+		rows, err := tx.QueryContext(ctx, `SELECT seq, remote, CASE WHEN ? AND remote THEN NULL ELSE frame END
+			FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, sub.localOnly, sub.last, nextMaxEvents)
 		if err != nil {
 			return fmt.Errorf("read log: %w", err)
 		}
@@ -149,9 +174,14 @@ func (sub *Subscription) readLog(ctx context.Context) ([]*Event, error) {
 		size := 0
 		for rows.Next() {
 			var seq int64
+			var remote bool
 			var frame []byte
-			if err := rows.Scan(&seq, &frame); err != nil {
+			if err := rows.Scan(&seq, &remote, &frame); err != nil {
 				return fmt.Errorf("read log: %w", err)
+			}
+			scanned = seq
+			if remote && sub.localOnly {
+				continue
 			}
 			ev := &Event{Seq: seq, frame: frame}
 			if !sub.raw {
@@ -159,6 +189,7 @@ func (sub *Subscription) readLog(ctx context.Context) ([]*Event, error) {
 					return fmt.Errorf("decode logged seq %d: %w", seq, err)
 				}
 			}
+			ev.Remote = remote
 			evs = append(evs, ev)
 			if size += len(frame); size >= nextMaxBytes {
 				break
@@ -170,8 +201,8 @@ func (sub *Subscription) readLog(ctx context.Context) ([]*Event, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("replay after seq %d: %w", sub.last, err)
+		return nil, 0, fmt.Errorf("replay after seq %d: %w", sub.last, err)
 	}
 	sub.buf = evs
-	return evs, nil
+	return evs, scanned, nil
 }

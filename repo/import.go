@@ -26,13 +26,6 @@ func (cb carBlocks) ReadBlock(_ context.Context, c cid.Cid) ([]byte, error) {
 	return data, nil
 }
 
-// importedRecord is one record of a repo being imported.
-type importedRecord struct {
-	collection syntax.NSID
-	rkey       syntax.RecordKey
-	rec        *Record
-}
-
 // Import creates did's repository from a full repo CAR exported by another PDS (account
 // migration). The commit must name did and carry a valid signature by verifyKey; the tree
 // must be canonical (rebuilt from its keys it gives the same root) and every record it
@@ -55,67 +48,17 @@ func (s *Store) importCAR(ctx context.Context, did syntax.DID, r io.Reader, veri
 	if err != nil {
 		return nil, err
 	}
-	if len(car.Roots) == 0 {
-		return nil, fmt.Errorf("%w: no root", ErrInvalidCAR)
-	}
-	blocks := carBlocks{car}
-	commitCID := car.Roots[0]
-	commitBytes, err := blocks.ReadBlock(ctx, commitCID)
-	if err != nil {
-		return nil, fmt.Errorf("%w: commit: %w", ErrInvalidCAR, err)
-	}
-	commit, err := DecodeCommit(commitBytes)
+	v, err := VerifyRepoCAR(ctx, did, car, verifyKey)
 	if err != nil {
 		return nil, err
 	}
-	if commit.DID != did {
-		return nil, fmt.Errorf("%w: commit is for %s", ErrInvalidCommit, commit.DID)
-	}
-	if err := commit.Verify(verifyKey); err != nil {
-		return nil, err
-	}
-
-	// Read every entry of the tree as given, then rebuild it from the keys alone: equal
-	// roots prove the given tree is the canonical one for those records.
-	src := NewTree(blocks, nil, commit.Data)
-	var records []importedRecord
-	rebuilt := NewTree(blocks, nil, cid.Undef)
-	err = src.Walk(ctx, "", false, func(key string, val cid.Cid) error {
-		collection, rkey, err := splitPath(key)
-		if err != nil {
-			return err
-		}
-		data, err := blocks.ReadBlock(ctx, val)
-		if err != nil {
-			return fmt.Errorf("%w: record %s: %w", ErrInvalidCAR, key, err)
-		}
-		rec, err := RecordFromCBOR(data)
-		if err != nil {
-			return fmt.Errorf("record %s: %w", key, err)
-		}
-		if rec.CID != val {
-			return fmt.Errorf("%w: record %s hashes to %s, not %s", ErrInvalidCAR, key, rec.CID, val)
-		}
-		records = append(records, importedRecord{collection: collection, rkey: rkey, rec: rec})
-		return rebuilt.Put(ctx, key, val)
-	})
-	if err != nil {
-		return nil, err
-	}
-	delta, err := rebuilt.Flush(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("rebuild tree: %w", err)
-	}
-	if delta.Root != commit.Data {
-		return nil, fmt.Errorf("%w: tree rebuilt from its records has root %s, commit names %s", ErrInvalidCommit, delta.Root, commit.Data)
-	}
-
-	ev := &CommitEvent{DID: did, Rev: commit.Rev, Commit: commitCID, Data: commit.Data}
+	commit := v.Commit
+	ev := &CommitEvent{DID: did, Rev: commit.Rev, Commit: v.CommitCID, Data: commit.Data}
 	var buf bytes.Buffer
-	if err := WriteCARHeader(&buf, commitCID); err != nil {
+	if err := WriteCARHeader(&buf, v.CommitCID); err != nil {
 		return nil, err
 	}
-	if err := WriteCARBlock(&buf, commitCID, commitBytes); err != nil {
+	if err := WriteCARBlock(&buf, v.CommitCID, v.CommitBytes); err != nil {
 		return nil, err
 	}
 	ev.Blocks = buf.Bytes()
@@ -124,7 +67,7 @@ func (s *Store) importCAR(ctx context.Context, did syntax.DID, r io.Reader, veri
 	err = s.exclusive(ctx, did, func() error {
 		_, exclusiveErr = s.buildActor(ctx, did, signingKey, func(a *actor) (*CommitEvent, error) {
 			return nil, a.db.Write(ctx, func(tx *sql.Tx) error {
-				return storeImport(ctx, a.db, tx, commit.Rev, commitCID, commitBytes, commit.Data, delta.NewBlocks, records)
+				return storeImport(ctx, a.db, tx, commit.Rev, v.CommitCID, v.CommitBytes, commit.Data, v.nodes, v.Records)
 			})
 		})
 		return exclusiveErr
@@ -136,7 +79,7 @@ func (s *Store) importCAR(ctx context.Context, did syntax.DID, r io.Reader, veri
 }
 
 // storeImport writes an imported repo into a fresh actor file.
-func storeImport(ctx context.Context, db *sqlite.DB, tx *sql.Tx, rev syntax.TID, commitCID cid.Cid, commitBytes []byte, data cid.Cid, nodes []Block, records []importedRecord) error {
+func storeImport(ctx context.Context, db *sqlite.DB, tx *sql.Tx, rev syntax.TID, commitCID cid.Cid, commitBytes []byte, data cid.Cid, nodes []Block, records []VerifiedRecord) error {
 	ct := &commitTx{ctx: ctx, db: db, tx: tx, rev: rev, revInt: revInt(rev)}
 	for _, b := range nodes {
 		if err := ct.putBlock(b.CID, b.Data); err != nil {
@@ -144,7 +87,7 @@ func storeImport(ctx context.Context, db *sqlite.DB, tx *sql.Tx, rev syntax.TID,
 		}
 	}
 	for _, r := range records {
-		if err := ct.addRecord(r.collection, r.rkey, r.rec, false); err != nil {
+		if err := ct.addRecord(r.Collection, r.RKey, r.Record, false); err != nil {
 			return err
 		}
 	}
