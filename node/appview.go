@@ -68,7 +68,8 @@ func (n *Node) reindexLoop(ctx context.Context) error {
 		}
 		for _, did := range dids {
 			if ok, err := n.repos.Exists(ctx, did); err != nil || !ok {
-				continue // not hosted here: the crawler resyncs remote repos
+				n.crawler.Resync(did) // not hosted here: fetch it from its own host
+				continue
 			}
 			if err := n.appview.Reindex(ctx, did, n.repoRecords(ctx, did)); err != nil && ctx.Err() == nil {
 				n.log.WarnContext(ctx, "reindex", "did", did, "err", err)

@@ -87,6 +87,7 @@ func newIdentityService(n *Node, opts identityOptions) *identityService {
 			HTTPClient:   hc,
 			DNS:          opts.DNS,
 			LocalHandles: localHandles{n},
+			DevHandles:   n.cfg.Net.AllowPrivateNetwork,
 		}),
 	}
 }

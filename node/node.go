@@ -47,9 +47,15 @@ type Node struct {
 	plcLn    net.Listener
 	plcHTTP  *http.Server
 	firehose *relay.Firehose
-	blobs    *blobs.Store
-	appview  *appview.AppView
-	web      *web.Server
+	crawler  *relay.Crawler
+	// relayStream, relayHTTP and relayLn serve the relay stream (local and crawled
+	// events) on relay.listen, when set.
+	relayStream *relay.Firehose
+	relayHTTP   *http.Server
+	relayLn     net.Listener
+	blobs       *blobs.Store
+	appview     *appview.AppView
+	web         *web.Server
 	// ident resolves identities and verifies service auth; one per node, as it holds the
 	// service-JWT replay cache.
 	ident *identityService
@@ -135,6 +141,13 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 		return nil, err
 	}
 	n.ident = newIdentityService(n, identityOptions{})
+	n.crawler = n.newCrawler()
+	if cfg.Relay.Listen != "" {
+		if n.relayLn, err = net.Listen("tcp", cfg.Relay.Listen); err != nil {
+			return nil, fmt.Errorf("listen for the relay stream: %w", err)
+		}
+		n.relayHTTP = n.relayStreamServer()
+	}
 	n.http = &http.Server{
 		Handler:           n.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -178,6 +191,7 @@ func (n *Node) Run(ctx context.Context) error {
 	cg.Go(func() error { return n.appview.Run(coreCtx, n.seq) })
 	cg.Go(func() error { return n.reindexLoop(coreCtx) })
 	cg.Go(func() error { return n.limiter.Run(coreCtx) })
+	cg.Go(func() error { return n.crawler.Run(coreCtx) })
 
 	err := n.repairAfterCrash(ctx)
 	if err == nil {
@@ -191,6 +205,14 @@ func (n *Node) Run(ctx context.Context) error {
 			return nil
 		})
 		fg.Go(func() error { return n.serve(frontCtx, "http", n.http, n.ln) })
+		fg.Go(func() error {
+			n.seedInterest(frontCtx)
+			return nil
+		})
+		if n.relayHTTP != nil {
+			fg.Go(func() error { return n.relayStream.Run(frontCtx) })
+			fg.Go(func() error { return n.serve(frontCtx, "relay", n.relayHTTP, n.relayLn) })
+		}
 		if n.plcHTTP != nil {
 			fg.Go(func() error { return n.serve(frontCtx, "plc", n.plcHTTP, n.plcLn) })
 		}
@@ -268,6 +290,11 @@ func (n *Node) close() error {
 	if n.ln != nil {
 		// Run closes the listener through Shutdown; closing twice only reports "use of closed".
 		if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if n.relayLn != nil {
+		if err := n.relayLn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
 	}

@@ -139,6 +139,7 @@ func (n *Node) applyWrites(ctx context.Context, acct *account, writes []repo.Wri
 	}
 	// Read-after-write: the author's next timeline, thread and profile reads show this.
 	n.waitIndexed(ctx, seq)
+	n.noteInterest(ctx, writes)
 	return ev, nil
 }
 

@@ -75,6 +75,11 @@ func (n *Node) routesWith(ids *identityService) http.Handler {
 	x.query("com.atproto.sync.getBlocks", n.withAuth(authOptional, n.handleComAtprotoSyncGetBlocks))
 	x.query("com.atproto.sync.getRepoStatus", n.handleComAtprotoSyncGetRepoStatus)
 	x.query("com.atproto.sync.listRepos", n.handleComAtprotoSyncListRepos)
+	x.procedure("com.atproto.sync.requestCrawl", n.handleComAtprotoSyncRequestCrawl)
+	// notifyOfUpdate is the deprecated predecessor of requestCrawl; relays treat it alike.
+	x.procedure("com.atproto.sync.notifyOfUpdate", n.handleComAtprotoSyncRequestCrawl)
+	x.query("com.atproto.sync.listHosts", n.handleComAtprotoSyncListHosts)
+	x.query("com.atproto.sync.getHostStatus", n.handleComAtprotoSyncGetHostStatus)
 	x.query("com.atproto.sync.subscribeRepos", func(w http.ResponseWriter, r *http.Request) error {
 		n.firehose.ServeHTTP(w, r)
 		return nil

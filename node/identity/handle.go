@@ -104,6 +104,25 @@ func (b *baseDirectory) resolveHandleWellKnown(ctx context.Context, handle synta
 	if err != nil {
 		return "", fmt.Errorf("fetch well-known: %w", err)
 	}
+	return b.fetchWellKnown(req)
+}
+
+// resolveHandleAt asks the server at base (a PDS URL) for handle's well-known DID, naming
+// the handle as the request's host (DevHandles).
+func (b *baseDirectory) resolveHandleAt(ctx context.Context, base string, handle syntax.Handle) (syntax.DID, error) {
+	if base == "" {
+		return "", fmt.Errorf("%w: no PDS to ask for %s", ErrHandleNotFound, handle)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/.well-known/atproto-did", nil)
+	if err != nil {
+		return "", fmt.Errorf("fetch well-known: %w", err)
+	}
+	req.Host = handle.String()
+	return b.fetchWellKnown(req)
+}
+
+// fetchWellKnown does a prepared /.well-known/atproto-did request.
+func (b *baseDirectory) fetchWellKnown(req *http.Request) (syntax.DID, error) {
 	req.Header.Set("User-Agent", userAgent)
 	resp, err := b.http.Do(req)
 	if err != nil {

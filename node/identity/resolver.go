@@ -58,6 +58,11 @@ type ResolverOptions struct {
 	CacheTTL time.Duration
 	// CacheSize bounds the number of cached identities and handles (default 100000).
 	CacheSize int
+	// DevHandles verifies a .test handle that is not local by asking the PDS in the DID's
+	// own document for /.well-known/atproto-did under that handle: .test names have no
+	// DNS, and this lets development nodes on one machine see each other's handles. Only
+	// for development (the node sets it with net.allow_private_network): it trusts the PDS.
+	DevHandles bool
 }
 
 // Resolver resolves DIDs and handles: indigo's identity.CacheDirectory (an LRU with
@@ -93,7 +98,7 @@ func NewResolver(opts ResolverOptions) *Resolver {
 	if size <= 0 {
 		size = defaultCacheSize
 	}
-	base := &baseDirectory{plcURL: plcURL, http: hc, dns: dns, local: opts.LocalHandles}
+	base := &baseDirectory{plcURL: plcURL, http: hc, dns: dns, local: opts.LocalHandles, devHandles: opts.DevHandles}
 	return &Resolver{
 		base:  base,
 		cache: identity.NewCacheDirectory(base, size, ttl, min(ttl, defaultErrorTTL), min(ttl, defaultInvalidTTL)),
@@ -150,10 +155,11 @@ func (r *Resolver) PurgeHandle(ctx context.Context, handle syntax.Handle) error 
 
 // baseDirectory is the uncached identity.Directory under the cache.
 type baseDirectory struct {
-	plcURL string
-	http   *http.Client
-	dns    TXTResolver
-	local  LocalHandles
+	plcURL     string
+	http       *http.Client
+	dns        TXTResolver
+	local      LocalHandles
+	devHandles bool
 }
 
 var _ identity.Directory = (*baseDirectory)(nil)
@@ -192,6 +198,9 @@ func (b *baseDirectory) LookupDID(ctx context.Context, did syntax.DID) (*identit
 		return &ident, nil
 	}
 	resolved, err := b.resolveHandle(ctx, declared)
+	if err != nil && b.devHandles && declared.TLD() == "test" {
+		resolved, err = b.resolveHandleAt(ctx, ident.PDSEndpoint(), declared)
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return nil, ctxErr
 	}
