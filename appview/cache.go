@@ -2,6 +2,7 @@ package appview
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -107,10 +108,14 @@ type touched struct {
 	actors  map[string]struct{}
 	posts   map[string]struct{}
 	follows map[string]struct{}
+	// ensured are the DIDs whose actors row the transaction made sure of; once it
+	// commits they go to knownActors.
+	ensured map[string]struct{}
 }
 
 func newTouched() *touched {
-	return &touched{actors: map[string]struct{}{}, posts: map[string]struct{}{}, follows: map[string]struct{}{}}
+	return &touched{actors: map[string]struct{}{}, posts: map[string]struct{}{}, follows: map[string]struct{}{},
+		ensured: map[string]struct{}{}}
 }
 
 func (t *touched) actor(did string) { t.actors[did] = struct{}{} }
@@ -132,5 +137,37 @@ func (c *caches) invalidate(t *touched) {
 	}
 	for k := range t.follows {
 		c.follows.invalidate(k)
+	}
+}
+
+// maxKnownActors bounds knownActors: about 100 bytes each, so at most ~25 MiB.
+const maxKnownActors = 1 << 18
+
+// knownActors are DIDs whose actors row is committed. Rows of actors are never deleted,
+// so an entry stays true; the set is only a shortcut, and forgetting it all when full
+// costs one statement per DID seen again.
+type knownActors struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+func newKnownActors() *knownActors { return &knownActors{m: map[string]struct{}{}} }
+
+func (k *knownActors) has(did string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.m[did]
+	return ok
+}
+
+// add records the DIDs of a committed transaction.
+func (k *knownActors) add(dids map[string]struct{}) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.m)+len(dids) > maxKnownActors {
+		clear(k.m)
+	}
+	for d := range dids {
+		k.m[d] = struct{}{}
 	}
 }

@@ -59,46 +59,63 @@ func (b webBackend) write(ctx context.Context, did string, w repo.Write) (*repo.
 	return b.n.applyWrites(ctx, acct, []repo.Write{w}, nil, repo.ValidateKnown)
 }
 
-func (b webBackend) create(ctx context.Context, did, collection string, record map[string]any) (*repo.CommitEvent, error) {
+// CreateRecord writes record under a new TID.
+func (b webBackend) CreateRecord(ctx context.Context, did, collection string, record map[string]any) (web.StrongRef, error) {
+	ev, err := b.writeRecord(ctx, did, repo.ActionCreate, collection, "", record)
+	if err != nil {
+		return web.StrongRef{}, formError(err)
+	}
+	return web.StrongRef{URI: ev.Results[0].URI.String(), CID: ev.Results[0].CID.String()}, nil
+}
+
+// PutRecord creates or replaces collection/rkey, as putRecord does: an update, and a
+// create when the record is absent.
+func (b webBackend) PutRecord(ctx context.Context, did, collection, rkey string, record map[string]any) error {
+	_, err := b.writeRecord(ctx, did, repo.ActionUpdate, collection, rkey, record)
+	if errors.Is(err, repo.ErrRecordNotFound) {
+		_, err = b.writeRecord(ctx, did, repo.ActionCreate, collection, rkey, record)
+	}
+	return formError(err)
+}
+
+func (b webBackend) writeRecord(ctx context.Context, did string, action repo.Action, collection, rkey string, record map[string]any) (*repo.CommitEvent, error) {
 	raw, err := json.Marshal(record)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encode %s record: %w", collection, err)
 	}
-	wr, err := parseWrite(repo.ActionCreate, collection, "", raw)
+	wr, err := parseWrite(action, collection, rkey, raw)
 	if err != nil {
 		return nil, err
 	}
 	return b.write(ctx, did, wr)
 }
 
-// CreatePost writes an app.bsky.feed.post.
-func (b webBackend) CreatePost(ctx context.Context, did, text string, reply *web.ReplyRef) (string, error) {
-	rec := map[string]any{"$type": "app.bsky.feed.post", "text": text, "createdAt": timestamp(b.n.now())}
-	if reply != nil {
-		rec["reply"] = map[string]any{
-			"root":   map[string]string{"uri": reply.Root.URI, "cid": reply.Root.CID},
-			"parent": map[string]string{"uri": reply.Parent.URI, "cid": reply.Parent.CID},
-		}
-	}
-	ev, err := b.create(ctx, did, "app.bsky.feed.post", rec)
+// GetRecord reads did's record as JSON.
+func (b webBackend) GetRecord(ctx context.Context, did, collection, rkey string) (map[string]any, error) {
+	nsid, err := syntax.ParseNSID(collection)
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("get record: %w", err)
 	}
-	return ev.Results[0].URI.String(), nil
-}
-
-// Like writes an app.bsky.feed.like of uri/cid.
-func (b webBackend) Like(ctx context.Context, did, uri, cid string) error {
-	_, err := b.create(ctx, did, "app.bsky.feed.like", map[string]any{"$type": "app.bsky.feed.like",
-		"subject": map[string]string{"uri": uri, "cid": cid}, "createdAt": timestamp(b.n.now())})
-	return err
-}
-
-// Follow writes an app.bsky.graph.follow of subject.
-func (b webBackend) Follow(ctx context.Context, did, subject string) error {
-	_, err := b.create(ctx, did, "app.bsky.graph.follow", map[string]any{"$type": "app.bsky.graph.follow",
-		"subject": subject, "createdAt": timestamp(b.n.now())})
-	return err
+	key, err := syntax.ParseRecordKey(rkey)
+	if err != nil {
+		return nil, fmt.Errorf("get record: %w", err)
+	}
+	_, data, err := b.n.repos.GetRecord(ctx, syntax.DID(did), nsid, key)
+	if errors.Is(err, repo.ErrRecordNotFound) {
+		return nil, fmt.Errorf("get %s/%s: %w", collection, rkey, web.ErrNoRecord)
+	}
+	if err != nil {
+		return nil, err
+	}
+	raw, err := repo.RecordJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("decode %s/%s: %w", collection, rkey, err)
+	}
+	return out, nil
 }
 
 // DeleteRecord deletes uri, which must be in did's own repo.
@@ -115,7 +132,7 @@ func (b webBackend) DeleteRecord(ctx context.Context, did, uri string) error {
 		return err
 	}
 	_, err = b.write(ctx, did, wr)
-	return err
+	return formError(err)
 }
 
 // SignUpOptions offers the node's user domains and its invite rule.

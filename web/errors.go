@@ -18,3 +18,6 @@ type FormError struct{ Message string }
 
 // Error returns the message.
 func (e *FormError) Error() string { return e.Message }
+
+// ErrNoRecord is returned by Backend.GetRecord when the account has no such record.
+var ErrNoRecord = errors.New("no such record")

@@ -137,39 +137,6 @@ func (s *Server) signedIn(w http.ResponseWriter, r *http.Request) *session {
 	return sess
 }
 
-func (s *Server) handleCompose(w http.ResponseWriter, r *http.Request) {
-	sess := s.signedIn(w, r)
-	if sess == nil {
-		return
-	}
-	f := r.PostForm
-	text := strings.TrimSpace(strings.ReplaceAll(f.Get("text"), "\r\n", "\n"))
-	switch {
-	case text == "":
-		s.renderError(w, r, http.StatusBadRequest, "Empty post", "Write something before posting.")
-		return
-	case len(text) > maxPostBytes || uniseg.GraphemeClusterCount(text) > maxPostGraphemes:
-		s.renderError(w, r, http.StatusBadRequest, "Post too long", "A post has at most 300 characters.")
-		return
-	}
-	var reply *ReplyRef
-	if f.Get("parent_uri") != "" {
-		reply = &ReplyRef{
-			Root:   StrongRef{URI: f.Get("root_uri"), CID: f.Get("root_cid")},
-			Parent: StrongRef{URI: f.Get("parent_uri"), CID: f.Get("parent_cid")},
-		}
-		if !validRef(reply.Root) || !validRef(reply.Parent) {
-			s.renderError(w, r, http.StatusBadRequest, "Bad request", "The post you reply to is not valid.")
-			return
-		}
-	}
-	if _, err := s.backend.CreatePost(r.Context(), sess.DID, text, reply); err != nil {
-		s.writeFailed(w, r, sess, "create post", err)
-		return
-	}
-	http.Redirect(w, r, safeNext(f.Get("next")), http.StatusSeeOther)
-}
-
 func validRef(ref StrongRef) bool {
 	if _, err := syntax.ParseATURI(ref.URI); err != nil {
 		return false
@@ -179,37 +146,94 @@ func validRef(ref StrongRef) bool {
 }
 
 func (s *Server) handleLike(w http.ResponseWriter, r *http.Request) {
+	s.createAbout(w, r, "app.bsky.feed.like", "like")
+}
+
+func (s *Server) handleRepost(w http.ResponseWriter, r *http.Request) {
+	s.createAbout(w, r, "app.bsky.feed.repost", "repost")
+}
+
+// createAbout writes a like or repost (collection) of the post the form names.
+func (s *Server) createAbout(w http.ResponseWriter, r *http.Request, collection, what string) {
 	sess := s.signedIn(w, r)
 	if sess == nil {
 		return
 	}
 	ref := StrongRef{URI: r.PostForm.Get("uri"), CID: r.PostForm.Get("cid")}
 	if !validRef(ref) {
-		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The post to like is not valid.")
+		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The post to "+what+" is not valid.")
 		return
 	}
-	if err := s.backend.Like(r.Context(), sess.DID, ref.URI, ref.CID); err != nil {
-		s.writeFailed(w, r, sess, "like", err)
+	rec := map[string]any{"$type": collection, "subject": map[string]any{"uri": ref.URI, "cid": ref.CID}, "createdAt": s.timestamp()}
+	if _, err := s.backend.CreateRecord(r.Context(), sess.DID, collection, rec); err != nil {
+		s.writeFailed(w, r, sess, what, err)
 		return
 	}
-	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+	s.back(w, r)
 }
 
 func (s *Server) handleFollow(w http.ResponseWriter, r *http.Request) {
+	s.createAboutAccount(w, r, "app.bsky.graph.follow", "follow")
+}
+
+func (s *Server) handleBlock(w http.ResponseWriter, r *http.Request) {
+	s.createAboutAccount(w, r, "app.bsky.graph.block", "block")
+}
+
+// createAboutAccount writes a follow or block (collection) of the account the form names.
+func (s *Server) createAboutAccount(w http.ResponseWriter, r *http.Request, collection, what string) {
 	sess := s.signedIn(w, r)
 	if sess == nil {
 		return
 	}
 	subject, err := syntax.ParseDID(r.PostForm.Get("subject"))
 	if err != nil || subject.String() == sess.DID {
-		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The account to follow is not valid.")
+		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The account to "+what+" is not valid.")
 		return
 	}
-	if err := s.backend.Follow(r.Context(), sess.DID, subject.String()); err != nil {
-		s.writeFailed(w, r, sess, "follow", err)
+	rec := map[string]any{"$type": collection, "subject": subject.String(), "createdAt": s.timestamp()}
+	if _, err := s.backend.CreateRecord(r.Context(), sess.DID, collection, rec); err != nil {
+		s.writeFailed(w, r, sess, what, err)
 		return
 	}
+	s.back(w, r)
+}
+
+func (s *Server) handleMute(w http.ResponseWriter, r *http.Request) {
+	s.mute(w, r, "app.bsky.graph.muteActor", "mute")
+}
+
+func (s *Server) handleUnmute(w http.ResponseWriter, r *http.Request) {
+	s.mute(w, r, "app.bsky.graph.unmuteActor", "unmute")
+}
+
+// mute calls the AppView's mute procedure nsid: mutes are private state kept in the
+// index, not records.
+func (s *Server) mute(w http.ResponseWriter, r *http.Request, nsid, what string) {
+	sess := s.signedIn(w, r)
+	if sess == nil {
+		return
+	}
+	subject, err := syntax.ParseDID(r.PostForm.Get("subject"))
+	if err != nil || subject.String() == sess.DID {
+		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The account to "+what+" is not valid.")
+		return
+	}
+	if err := s.call(r.Context(), sess.DID, http.MethodPost, nsid, nil, map[string]string{"actor": subject.String()}, nil); err != nil {
+		s.writeFailed(w, r, sess, what, err)
+		return
+	}
+	s.back(w, r)
+}
+
+// back redirects to the form's return address, where the change shows.
+func (s *Server) back(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+}
+
+// timestamp is a record's createdAt for now.
+func (s *Server) timestamp() string {
+	return s.now().UTC().Format(syntax.AtprotoDatetimeLayout)
 }
 
 func (s *Server) handleUnlike(w http.ResponseWriter, r *http.Request) {
@@ -218,6 +242,14 @@ func (s *Server) handleUnlike(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleUnfollow(w http.ResponseWriter, r *http.Request) {
 	s.deleteOwn(w, r, "app.bsky.graph.follow", "unfollow")
+}
+
+func (s *Server) handleUnrepost(w http.ResponseWriter, r *http.Request) {
+	s.deleteOwn(w, r, "app.bsky.feed.repost", "unrepost")
+}
+
+func (s *Server) handleUnblock(w http.ResponseWriter, r *http.Request) {
+	s.deleteOwn(w, r, "app.bsky.graph.block", "unblock")
 }
 
 // deleteOwn deletes the signed-in account's record of collection named by the form's uri.
@@ -235,11 +267,17 @@ func (s *Server) deleteOwn(w http.ResponseWriter, r *http.Request, collection, w
 		s.writeFailed(w, r, sess, what, err)
 		return
 	}
-	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+	s.back(w, r)
 }
 
-// writeFailed logs a failed write and renders the error page.
+// writeFailed renders the error page for a failed write: the backend's message when it is
+// one for the person, else a generic one with the error logged.
 func (s *Server) writeFailed(w http.ResponseWriter, r *http.Request, sess *session, what string, err error) {
+	var fe *FormError
+	if errors.As(err, &fe) {
+		s.renderError(w, r, http.StatusBadRequest, "That did not work", fe.Message)
+		return
+	}
 	s.log.ErrorContext(r.Context(), what, "did", sess.DID, "err", err)
 	s.renderError(w, r, http.StatusInternalServerError, "Something went wrong", "That did not work. Try again later.")
 }
@@ -266,6 +304,15 @@ func viewerDID(r *http.Request) string {
 	return ""
 }
 
+// profileTabs are a profile's feeds, by the value of ?tab=: the AppView's getAuthorFeed
+// filters, and the account's likes (which only the account itself may read).
+var profileTabs = []struct{ key, name, filter string }{
+	{"", "Posts", "posts_no_replies"},
+	{"replies", "Replies", "posts_with_replies"},
+	{"media", "Media", "posts_with_media"},
+	{"likes", "Likes", ""},
+}
+
 func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	viewer := viewerDID(r)
 	actor := r.PathValue("actor")
@@ -278,19 +325,51 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, err)
 		return
 	}
-	params := url.Values{"actor": {prof.DID}, "limit": {"30"}}
+	pr := profileOf(&prof, viewer)
+	p := &page{Title: pr.Name + " (@" + pr.Handle + ")", Profile: pr}
+	current := r.URL.Query().Get("tab")
+	nsid, params := "app.bsky.feed.getAuthorFeed", url.Values{"actor": {prof.DID}, "limit": {"30"}}
+	found := false
+	for _, t := range profileTabs {
+		if t.key == "likes" && !pr.Self {
+			continue
+		}
+		link := r.URL.Path
+		if t.key != "" {
+			link += "?tab=" + t.key
+		}
+		p.Tabs = append(p.Tabs, tab{Name: t.name, Link: link, Current: t.key == current})
+		if t.key == current {
+			found = true
+			if t.filter != "" {
+				params.Set("filter", t.filter)
+			} else {
+				nsid = "app.bsky.feed.getActorLikes"
+			}
+		}
+	}
+	if !found {
+		s.readFailed(w, r, errNotFound)
+		return
+	}
 	if c := r.URL.Query().Get("cursor"); c != "" {
 		params.Set("cursor", c)
 	}
 	var out feedJSON
-	if err := s.query(r.Context(), viewer, "app.bsky.feed.getAuthorFeed", params, &out); err != nil {
-		s.readFailed(w, r, err)
-		return
+	// A blocked or blocking account's posts are not shown, as in the app.
+	if !pr.BlockedBy && pr.BlockingURI == "" {
+		if err := s.query(r.Context(), viewer, nsid, params, &out); err != nil {
+			s.readFailed(w, r, err)
+			return
+		}
 	}
-	pr := profileOf(&prof, viewer)
-	p := &page{Title: pr.Name + " (@" + pr.Handle + ")", Profile: pr, Feed: s.feedOf(out.Feed)}
+	p.Feed = s.feedOf(out.Feed)
 	if out.Cursor != "" && len(out.Feed) > 0 {
-		p.MoreLink = r.URL.Path + "?cursor=" + url.QueryEscape(out.Cursor)
+		next := url.Values{"cursor": {out.Cursor}}
+		if current != "" {
+			next.Set("tab", current)
+		}
+		p.MoreLink = r.URL.Path + "?" + next.Encode()
 	}
 	s.render(w, r, http.StatusOK, "profile", p)
 }
@@ -331,6 +410,9 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 	}
 	for i, j := 0, len(p.Ancestors)-1; i < j; i, j = i+1, j-1 {
 		p.Ancestors[i], p.Ancestors[j] = p.Ancestors[j], p.Ancestors[i]
+	}
+	if !p.Anchor.ReplyDisabled {
+		p.ReplyParent = p.Anchor
 	}
 	p.Title = p.Anchor.Author.Name + ": " + truncate(p.Anchor.Text, 60)
 	s.render(w, r, http.StatusOK, "thread", p)

@@ -10,7 +10,8 @@ import (
 
 // pageNames are the templates/<name>.html files; each defines "main" and is rendered
 // inside layout.html.
-var pageNames = []string{"signin", "signup", "home", "profile", "thread", "notifications", "error"}
+var pageNames = []string{"signin", "signup", "home", "profile", "thread", "notifications", "error",
+	"compose", "search", "settings", "editprofile"}
 
 type pageTemplate struct{ t *template.Template }
 
@@ -26,6 +27,8 @@ type page struct {
 	Here    string
 	Error   string
 	Message string
+	// Notice is a confirmation shown at the top of a page ("Profile saved").
+	Notice string
 
 	Identifier string // sign-in and sign-up forms
 
@@ -39,6 +42,23 @@ type page struct {
 	MoreLink string // the next page of Feed, "" at the end
 
 	Profile *Profile
+	// Tabs are the profile page's feed tabs.
+	Tabs []tab
+
+	// The compose form: its text after a refused post, and the post replied to or quoted.
+	Draft       string
+	ReplyParent *Post
+	QuotePost   *Post
+
+	// The search page.
+	Query  string
+	Actors []*Profile
+
+	// The settings pages.
+	AppPasswords []AppPassword
+	NewPassword  *newAppPassword
+	DisplayName  string
+	Description  string
 
 	Ancestors []*Post
 	Anchor    *Post
@@ -46,6 +66,16 @@ type page struct {
 
 	Notifications []*notificationItem
 }
+
+// tab is a link to one of a profile's feeds.
+type tab struct {
+	Name    string
+	Link    string
+	Current bool
+}
+
+// newAppPassword is an app password just created, shown once.
+type newAppPassword struct{ Name, Password string }
 
 // threadReply is a reply in a thread with the replies below it.
 type threadReply struct {
@@ -77,6 +107,15 @@ type replyItem struct {
 }
 
 var funcs = template.FuncMap{
+	"quoteOf": func(p *Post) *Quoted { return &Quoted{Author: p.Author, Segments: p.Segments, Link: p.Link} },
+	// slots numbers the compose form's image description fields from 1.
+	"slots": func(n int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i + 1
+		}
+		return out
+	},
 	"item":  func(p *page, post *Post) postItem { return postItem{Page: p, Post: post} },
 	"reply": func(p *page, r *threadReply) replyItem { return replyItem{Page: p, Reply: r} },
 	"count": func(n int64) string {

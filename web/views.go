@@ -27,6 +27,7 @@ type profileJSON struct {
 		FollowedBy string `json:"followedBy"`
 		Blocking   string `json:"blocking"`
 		BlockedBy  bool   `json:"blockedBy"`
+		Muted      bool   `json:"muted"`
 	} `json:"viewer"`
 }
 
@@ -42,6 +43,7 @@ type postJSON struct {
 	IndexedAt   string          `json:"indexedAt"`
 	Viewer      *struct {
 		Like          string `json:"like"`
+		Repost        string `json:"repost"`
 		ReplyDisabled bool   `json:"replyDisabled"`
 	} `json:"viewer"`
 }
@@ -52,8 +54,9 @@ type strongRefJSON struct {
 }
 
 type postRecordJSON struct {
-	Text      string `json:"text"`
-	CreatedAt string `json:"createdAt"`
+	Text      string      `json:"text"`
+	CreatedAt string      `json:"createdAt"`
+	Facets    []facetJSON `json:"facets"`
 	Reply     *struct {
 		Root   strongRefJSON `json:"root"`
 		Parent strongRefJSON `json:"parent"`
@@ -77,6 +80,18 @@ type embedJSON struct {
 		Description string `json:"description"`
 	} `json:"external"`
 	Media *embedJSON `json:"media"`
+	// Record is the quoted post: a #viewRecord in app.bsky.embed.record#view, and an
+	// app.bsky.embed.record#view around one in recordWithMedia#view.
+	Record json.RawMessage `json:"record"`
+}
+
+// viewRecordJSON is app.bsky.embed.record#viewRecord, a quoted post.
+type viewRecordJSON struct {
+	Type   string          `json:"$type"`
+	URI    string          `json:"uri"`
+	Author *profileJSON    `json:"author"`
+	Value  json.RawMessage `json:"value"`
+	Record json.RawMessage `json:"record"`
 }
 
 type feedItemJSON struct {
@@ -136,6 +151,10 @@ type Profile struct {
 	// FollowingURI is the viewer's follow record of this account, "" when not following.
 	FollowingURI string
 	FollowsYou   bool
+	Muted        bool
+	// BlockingURI is the viewer's block record of this account, "" when not blocking.
+	BlockingURI string
+	BlockedBy   bool
 }
 
 // Image is one image of a post.
@@ -149,22 +168,35 @@ type External struct {
 	URI, Title, Description string
 }
 
+// Quoted is a quoted post inside another.
+type Quoted struct {
+	Author   Actor
+	Segments []Segment
+	Link     string
+}
+
 // Post is a post as the pages render it.
 type Post struct {
 	URI, CID string
 	Link     string
 	Author   Actor
 	Text     string
+	// Segments is Text split by its facets, for rendering mentions and links.
+	Segments []Segment
 	Time     string // short, relative to now
 	ISOTime  string
 	Replies  int64
 	Reposts  int64
 	Likes    int64
 	// LikeURI is the viewer's like of the post, "" when not liked.
-	LikeURI       string
+	LikeURI string
+	// RepostURI is the viewer's repost of the post, "" when not reposted.
+	RepostURI     string
 	ReplyDisabled bool
 	Images        []Image
 	External      *External
+	// Quote is the post this one quotes.
+	Quote *Quoted
 	// RepostedBy is set on a timeline item that is a repost.
 	RepostedBy *Actor
 	// ReplyTo is the author of the parent of a reply shown in a feed.
@@ -199,6 +231,9 @@ func profileOf(p *profileJSON, viewer string) *Profile {
 	if p.Viewer != nil {
 		pr.FollowingURI = p.Viewer.Following
 		pr.FollowsYou = p.Viewer.FollowedBy != ""
+		pr.Muted = p.Viewer.Muted
+		pr.BlockingURI = p.Viewer.Blocking
+		pr.BlockedBy = p.Viewer.BlockedBy
 	}
 	return pr
 }
@@ -209,7 +244,7 @@ func (s *Server) postOf(p *postJSON) *Post {
 	}
 	var rec postRecordJSON
 	json.Unmarshal(p.Record, &rec) // a malformed record shows as an empty post
-	post := &Post{URI: p.URI, CID: p.CID, Author: actorOf(p.Author), Text: rec.Text,
+	post := &Post{URI: p.URI, CID: p.CID, Author: actorOf(p.Author), Text: rec.Text, Segments: segments(rec.Text, rec.Facets),
 		Replies: p.ReplyCount, Reposts: p.RepostCount, Likes: p.LikeCount,
 		Root: StrongRef{URI: p.URI, CID: p.CID}}
 	if rec.Reply != nil && rec.Reply.Root.URI != "" {
@@ -224,6 +259,7 @@ func (s *Server) postOf(p *postJSON) *Post {
 	}
 	if p.Viewer != nil {
 		post.LikeURI = p.Viewer.Like
+		post.RepostURI = p.Viewer.Repost
 		post.ReplyDisabled = p.Viewer.ReplyDisabled
 	}
 	var e embedJSON
@@ -242,6 +278,7 @@ func (s *Server) postOf(p *postJSON) *Post {
 		if x := media.External; x != nil {
 			post.External = &External{URI: x.URI, Title: x.Title, Description: x.Description}
 		}
+		post.Quote = quotedOf(e.Record)
 	}
 	return post
 }
@@ -282,4 +319,27 @@ func (s *Server) relTime(t time.Time) string {
 		return t.Format("Jan 2")
 	}
 	return t.Format("Jan 2, 2006")
+}
+
+// quotedOf returns the quoted post of an embed's record view, nil when there is none or
+// it is not a visible post (not found, blocked, a feed generator...).
+func quotedOf(raw json.RawMessage) *Quoted {
+	if len(raw) == 0 {
+		return nil
+	}
+	var v viewRecordJSON
+	if json.Unmarshal(raw, &v) != nil {
+		return nil
+	}
+	if v.Type == "app.bsky.embed.record#view" {
+		return quotedOf(v.Record)
+	}
+	if v.Type != "app.bsky.embed.record#viewRecord" || v.Author == nil {
+		return nil
+	}
+	var rec postRecordJSON
+	json.Unmarshal(v.Value, &rec) // a malformed record shows as an empty quote
+	q := &Quoted{Author: actorOf(v.Author), Segments: segments(rec.Text, rec.Facets)}
+	q.Link = postLink(q.Author.Link, v.URI)
+	return q
 }

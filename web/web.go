@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -52,34 +54,77 @@ type ReplyRef struct {
 	Parent StrongRef
 }
 
+// Blob is an uploaded blob as a record references it.
+type Blob struct {
+	CID      string
+	MimeType string
+	Size     int64
+}
+
+// AppPassword is one of an account's app passwords, without the password.
+type AppPassword struct {
+	Name      string
+	CreatedAt string
+}
+
 // Backend is what the web UI needs from the node to authenticate and write. The node
 // implements it over the same services as its XRPC handlers; every method acts as the
-// account did, which the web UI has already authenticated with its session cookie.
+// account did, which the web UI has already authenticated with its session cookie. The
+// record methods take lexicon JSON (blobs as {"$type":"blob",...}) so that the pages, not
+// the node, decide what a post, like or profile holds.
 type Backend interface {
 	// Login checks identifier (handle, email or DID) and password (the account password or
 	// an app password) and returns the account. It returns an error wrapping
 	// ErrBadCredentials for wrong credentials or an account that cannot sign in, and one
 	// wrapping ErrRateLimited when the createSession rate limit is exhausted.
 	Login(ctx context.Context, identifier, password string) (did, handle string, err error)
-	// CreatePost writes an app.bsky.feed.post with text (and reply when not nil) to did's
-	// repo and returns its at:// URI once the AppView has indexed it (read-after-write).
-	CreatePost(ctx context.Context, did, text string, reply *ReplyRef) (uri string, err error)
-	// Like writes an app.bsky.feed.like of the post uri/cid to did's repo, indexed before
-	// it returns.
-	Like(ctx context.Context, did, uri, cid string) error
-	// Follow writes an app.bsky.graph.follow of subject (a DID) to did's repo, indexed
-	// before it returns.
-	Follow(ctx context.Context, did, subject string) error
+	// CreateRecord writes record to collection in did's repo under a new TID and returns
+	// its URI and CID once the AppView has indexed it (read-after-write). A record the
+	// lexicon refuses is an error wrapping a *FormError.
+	CreateRecord(ctx context.Context, did, collection string, record map[string]any) (StrongRef, error)
+	// PutRecord creates or replaces did's record collection/rkey, indexed before it returns.
+	PutRecord(ctx context.Context, did, collection, rkey string, record map[string]any) error
+	// GetRecord returns did's record collection/rkey as JSON, or an error wrapping
+	// ErrNoRecord.
+	GetRecord(ctx context.Context, did, collection, rkey string) (map[string]any, error)
 	// DeleteRecord deletes the record uri (a like or follow the UI created) from did's
 	// repo, indexed before it returns. The web UI only passes URIs in did's repo, but the
 	// node must check that too.
 	DeleteRecord(ctx context.Context, did, uri string) error
+	// UploadBlob stores body (of the declared MIME type) as a blob of did for a record to
+	// reference. A refusal the person can act on (too large, over quota) is a *FormError.
+	UploadBlob(ctx context.Context, did, mimeType string, body io.Reader) (Blob, error)
+	// ResolveHandle returns the DID handle points to, for mentions.
+	ResolveHandle(ctx context.Context, handle string) (did string, err error)
 	// SignUpOptions tells the sign-up page which handle domains are offered (each starting
 	// with a dot) and whether an invite code is required.
 	SignUpOptions() (domains []string, inviteRequired bool)
 	// SignUp creates an account as com.atproto.server.createAccount does and returns it. An
 	// error wrapping a *FormError carries a message for the person filling in the form.
 	SignUp(ctx context.Context, handle, email, password, inviteCode string) (did, canonicalHandle string, err error)
+
+	// The settings page. Refusals meant for the person are errors wrapping a *FormError.
+
+	// ListAppPasswords lists did's app passwords, newest first.
+	ListAppPasswords(ctx context.Context, did string) ([]AppPassword, error)
+	// CreateAppPassword makes an app password called name and returns it; it is never
+	// shown again.
+	CreateAppPassword(ctx context.Context, did, name string) (password string, err error)
+	// RevokeAppPassword deletes the app password name and ends the sessions it opened.
+	RevokeAppPassword(ctx context.Context, did, name string) error
+	// UpdateHandle moves did to handle (as com.atproto.identity.updateHandle) and returns
+	// the handle as stored.
+	UpdateHandle(ctx context.Context, did, handle string) (canonical string, err error)
+	// ExportRepo writes did's whole repository as a CAR file to w.
+	ExportRepo(ctx context.Context, did string, w io.Writer) error
+	// DeactivateAccount deactivates did: its repo stops being served and it cannot sign in.
+	DeactivateAccount(ctx context.Context, did string) error
+	// RequestAccountDelete sends did a confirmation code for DeleteAccount by email (or to
+	// the operator's log when the account has no address).
+	RequestAccountDelete(ctx context.Context, did string) error
+	// DeleteAccount deletes did for good after checking its password and the code from
+	// RequestAccountDelete.
+	DeleteAccount(ctx context.Context, did, password, token string) error
 }
 
 // Server is the web UI. Build it with New and serve Handler.
@@ -158,7 +203,8 @@ func hashFS(fsys fs.FS) (string, error) {
 // Handler returns the web UI's HTTP handler. It answers every path (unknown ones with an
 // HTML 404), so the node routes to it whatever its own router does not match:
 // r.NotFound(web.Handler().ServeHTTP). It owns /, /signin, /signout, /compose, /like,
-// /unlike, /follow, /unfollow, /notifications, /profile/... and /static/....
+// /unlike, /repost, /unrepost, /follow, /unfollow, /block, /unblock, /mute, /unmute,
+// /notifications, /search, /settings/..., /profile/... and /static/....
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.middleware)
@@ -168,12 +214,30 @@ func (s *Server) Handler() http.Handler {
 	r.Post("/signout", s.handleSignOut)
 	r.Get("/signup", s.handleSignUpForm)
 	r.Post("/signup", s.handleSignUp)
+	r.Get("/compose", s.handleComposePage)
 	r.Post("/compose", s.handleCompose)
 	r.Post("/like", s.handleLike)
 	r.Post("/unlike", s.handleUnlike)
+	r.Post("/repost", s.handleRepost)
+	r.Post("/unrepost", s.handleUnrepost)
 	r.Post("/follow", s.handleFollow)
 	r.Post("/unfollow", s.handleUnfollow)
+	r.Post("/block", s.handleBlock)
+	r.Post("/unblock", s.handleUnblock)
+	r.Post("/mute", s.handleMute)
+	r.Post("/unmute", s.handleUnmute)
 	r.Get("/notifications", s.handleNotifications)
+	r.Get("/search", s.handleSearch)
+	r.Get("/settings", s.handleSettings)
+	r.Get("/settings/profile", s.handleEditProfileForm)
+	r.Post("/settings/profile", s.handleEditProfile)
+	r.Post("/settings/app-passwords", s.handleCreateAppPassword)
+	r.Post("/settings/app-passwords/revoke", s.handleRevokeAppPassword)
+	r.Post("/settings/handle", s.handleUpdateHandle)
+	r.Get("/settings/export", s.handleExportRepo)
+	r.Post("/settings/deactivate", s.handleDeactivate)
+	r.Post("/settings/delete/request", s.handleRequestDelete)
+	r.Post("/settings/delete", s.handleDeleteAccount)
 	r.Get("/profile/{actor}", s.handleProfile)
 	r.Get("/profile/{actor}/post/{rkey}", s.handlePost)
 	r.Get("/static/*", s.handleStatic)
@@ -186,9 +250,10 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-// contentSecurityPolicy allows only this origin's scripts, styles, images (and data:
-// images), forms and connections: no inline script or style, no framing.
-const contentSecurityPolicy = "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; " +
+// contentSecurityPolicy allows only this origin's scripts, styles, images (and data: and
+// blob: images, the compose box's previews of files not yet uploaded), forms and
+// connections: no inline script or style, no framing.
+const contentSecurityPolicy = "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; " +
 	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // middleware sets the security headers, reads the session, and checks the CSRF token of
@@ -207,8 +272,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		st := s.readState(w, r)
 		if r.Method == http.MethodPost {
-			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-			if err := r.ParseForm(); err != nil {
+			if err := parseForm(w, r); err != nil {
+				var tooLarge *http.MaxBytesError
+				if errors.As(err, &tooLarge) {
+					s.renderError(w, r, http.StatusRequestEntityTooLarge, "Too large",
+						"The files are too large: an image may have at most 1 MB.")
+					return
+				}
 				s.renderError(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
 				return
 			}
@@ -224,6 +294,25 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 
 // maxFormBytes bounds a form body: a post is at most 3000 bytes of text.
 const maxFormBytes = 64 << 10
+
+// maxImageBytes is the largest image a post, avatar or banner may embed (the lexicons'
+// maxSize for app.bsky.embed.images and app.bsky.actor.profile).
+const maxImageBytes = 1_000_000
+
+// maxMultipartBytes bounds a form with files: four images and the text.
+const maxMultipartBytes = maxImages*maxImageBytes + maxFormBytes
+
+// parseForm reads a POST body, url-encoded or (for the forms with files) multipart, so
+// that r.PostForm holds its fields and r.MultipartForm its files.
+func parseForm(w http.ResponseWriter, r *http.Request) error {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "multipart/form-data" {
+		r.Body = http.MaxBytesReader(w, r.Body, maxMultipartBytes)
+		// Everything fits in memory by the limit above, so no temporary files are left.
+		return r.ParseMultipartForm(maxMultipartBytes)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	return r.ParseForm()
+}
 
 func (s *Server) handleStatic(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("v") == s.assetVersion {

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,12 +13,15 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
 
 	"github.com/aerie-social/aerie/appview"
 	"github.com/aerie-social/aerie/relay"
@@ -34,9 +38,10 @@ type testNode struct {
 	srv   *httptest.Server
 	web   *Server
 
-	mu       sync.Mutex
-	accounts map[string]syntax.DID // handle -> DID
-	nextDID  int
+	mu           sync.Mutex
+	accounts     map[string]syntax.DID // handle or DID -> DID
+	appPasswords map[string][]AppPassword
+	nextDID      int
 }
 
 func newTestNode(t *testing.T) *testNode {
@@ -71,7 +76,7 @@ func newTestNode(t *testing.T) *testNode {
 			t.Errorf("AppView.Run = %v", err)
 		}
 	})
-	n := &testNode{t: t, store: store, seq: seq, av: av, accounts: map[string]syntax.DID{}}
+	n := &testNode{t: t, store: store, seq: seq, av: av, accounts: map[string]syntax.DID{}, appPasswords: map[string][]AppPassword{}}
 	n.web, err = New(Config{PublicURL: "http://pds.test", CookieKey: []byte(strings.Repeat("k", 32))}, n, av, log)
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +100,7 @@ func (n *testNode) account(handle string) syntax.DID {
 	n.nextDID++
 	did := syntax.DID(fmt.Sprintf("did:plc:webtest%018d", n.nextDID))
 	n.accounts[handle] = did
+	n.accounts[did.String()] = did
 	n.mu.Unlock()
 	ctx := context.Background()
 	ce, err := n.store.Create(ctx, did, nil)
@@ -133,7 +139,7 @@ func (n *testNode) SignUp(ctx context.Context, handle, email, password, invite s
 	n.mu.Lock()
 	_, taken := n.accounts[handle]
 	n.mu.Unlock()
-	if taken {
+	if taken || strings.HasPrefix(handle, "did:") {
 		return "", "", &FormError{Message: "Handle already taken: " + handle}
 	}
 	return n.account(handle).String(), handle, nil
@@ -150,57 +156,155 @@ func (n *testNode) Login(ctx context.Context, id, password string) (string, stri
 	return did.String(), id, nil
 }
 
-func (n *testNode) write(did string, collection string, value map[string]any) (string, error) {
+func (n *testNode) writeRef(did string, action repo.Action, collection, rkey string, value map[string]any) (StrongRef, error) {
 	value["$type"] = collection
-	value["createdAt"] = time.Now().UTC().Format(syntax.AtprotoDatetimeLayout)
+	if _, ok := value["createdAt"]; !ok && collection != "app.bsky.actor.profile" {
+		value["createdAt"] = time.Now().UTC().Format(syntax.AtprotoDatetimeLayout)
+	}
 	raw, err := json.Marshal(value)
 	if err != nil {
-		return "", err
+		return StrongRef{}, err
 	}
 	rec, err := repo.RecordFromJSON(raw)
 	if err != nil {
-		return "", err
+		return StrongRef{}, err
 	}
 	var seq int64
 	ce, err := n.store.ApplyWrites(context.Background(), syntax.DID(did),
-		[]repo.Write{{Action: repo.ActionCreate, Collection: syntax.NSID(collection), Record: rec}},
+		[]repo.Write{{Action: action, Collection: syntax.NSID(collection), RKey: syntax.RecordKey(rkey), Record: rec}},
 		repo.WriteOpts{OnCommit: func(ce *repo.CommitEvent) error {
 			seq, err = n.seq.Submit(context.Background(), relay.NewCommit(ce))
 			return err
 		}})
 	if err != nil {
-		return "", err
+		return StrongRef{}, err
 	}
 	if err := n.av.WaitForSeq(ctx(), seq); err != nil {
-		return "", err
+		return StrongRef{}, err
 	}
-	return ce.Results[0].URI.String(), nil
+	return StrongRef{URI: ce.Results[0].URI.String(), CID: ce.Results[0].CID.String()}, nil
 }
 
 func ctx() context.Context { return context.Background() }
 
-// CreatePost implements Backend.
-func (n *testNode) CreatePost(_ context.Context, did, text string, reply *ReplyRef) (string, error) {
-	v := map[string]any{"text": text}
-	if reply != nil {
-		v["reply"] = map[string]any{
-			"root":   map[string]any{"uri": reply.Root.URI, "cid": reply.Root.CID},
-			"parent": map[string]any{"uri": reply.Parent.URI, "cid": reply.Parent.CID},
+// CreateRecord implements Backend.
+func (n *testNode) CreateRecord(_ context.Context, did, collection string, record map[string]any) (StrongRef, error) {
+	return n.writeRef(did, repo.ActionCreate, collection, "", record)
+}
+
+// PutRecord implements Backend.
+func (n *testNode) PutRecord(_ context.Context, did, collection, rkey string, record map[string]any) error {
+	_, err := n.writeRef(did, repo.ActionUpdate, collection, rkey, record)
+	if errors.Is(err, repo.ErrRecordNotFound) {
+		_, err = n.writeRef(did, repo.ActionCreate, collection, rkey, record)
+	}
+	return err
+}
+
+// GetRecord implements Backend.
+func (n *testNode) GetRecord(_ context.Context, did, collection, rkey string) (map[string]any, error) {
+	_, data, err := n.store.GetRecord(ctx(), syntax.DID(did), syntax.NSID(collection), syntax.RecordKey(rkey))
+	if errors.Is(err, repo.ErrRecordNotFound) {
+		return nil, ErrNoRecord
+	}
+	if err != nil {
+		return nil, err
+	}
+	raw, err := repo.RecordJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	return out, json.Unmarshal(raw, &out)
+}
+
+// UploadBlob implements Backend: the blob is only hashed, as the web tests serve no
+// images.
+func (n *testNode) UploadBlob(_ context.Context, did, mimeType string, body io.Reader) (Blob, error) {
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return Blob{}, err
+	}
+	mh, err := multihash.Sum(b, multihash.SHA2_256, -1)
+	if err != nil {
+		return Blob{}, err
+	}
+	return Blob{CID: cid.NewCidV1(cid.Raw, mh).String(), MimeType: mimeType, Size: int64(len(b))}, nil
+}
+
+// ResolveHandle implements Backend over the test's accounts.
+func (n *testNode) ResolveHandle(_ context.Context, handle string) (string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	did, ok := n.accounts[handle]
+	if !ok {
+		return "", errors.New("no such handle")
+	}
+	return did.String(), nil
+}
+
+// ListAppPasswords implements Backend.
+func (n *testNode) ListAppPasswords(_ context.Context, did string) ([]AppPassword, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.appPasswords[did]), nil
+}
+
+// CreateAppPassword implements Backend.
+func (n *testNode) CreateAppPassword(_ context.Context, did, name string) (string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ap := range n.appPasswords[did] {
+		if ap.Name == name {
+			return "", &FormError{Message: "an app password with this name already exists"}
 		}
 	}
-	return n.write(did, "app.bsky.feed.post", v)
+	n.appPasswords[did] = append(n.appPasswords[did], AppPassword{Name: name, CreatedAt: "2026-01-01T00:00:00Z"})
+	return "abcd-efgh-ijkl-mnop", nil
 }
 
-// Like implements Backend.
-func (n *testNode) Like(_ context.Context, did, uri, cid string) error {
-	_, err := n.write(did, "app.bsky.feed.like", map[string]any{"subject": map[string]any{"uri": uri, "cid": cid}})
-	return err
+// RevokeAppPassword implements Backend.
+func (n *testNode) RevokeAppPassword(_ context.Context, did, name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.appPasswords[did] = slices.DeleteFunc(n.appPasswords[did], func(ap AppPassword) bool { return ap.Name == name })
+	return nil
 }
 
-// Follow implements Backend.
-func (n *testNode) Follow(_ context.Context, did, subject string) error {
-	_, err := n.write(did, "app.bsky.graph.follow", map[string]any{"subject": subject})
-	return err
+// UpdateHandle implements Backend.
+func (n *testNode) UpdateHandle(_ context.Context, did, handle string) (string, error) {
+	h, err := syntax.ParseHandle(handle)
+	if err != nil {
+		return "", &FormError{Message: "Input/handle must be a valid handle"}
+	}
+	n.mu.Lock()
+	n.accounts[h.String()] = syntax.DID(did)
+	n.mu.Unlock()
+	n.submit(relay.NewIdentity(syntax.DID(did), h))
+	return h.String(), nil
+}
+
+// ExportRepo implements Backend.
+func (n *testNode) ExportRepo(_ context.Context, did string, w io.Writer) error {
+	return n.store.ExportCAR(ctx(), syntax.DID(did), "", w)
+}
+
+// DeactivateAccount implements Backend.
+func (n *testNode) DeactivateAccount(_ context.Context, did string) error {
+	n.submit(relay.NewAccount(syntax.DID(did), false, "deactivated"))
+	return nil
+}
+
+// RequestAccountDelete implements Backend: the code is always "123456".
+func (n *testNode) RequestAccountDelete(context.Context, string) error { return nil }
+
+// DeleteAccount implements Backend.
+func (n *testNode) DeleteAccount(_ context.Context, did, password, token string) error {
+	if password != "hunter2" || token != "123456" {
+		return &FormError{Message: "Token is invalid"}
+	}
+	n.submit(relay.NewAccount(syntax.DID(did), false, "deleted"))
+	return nil
 }
 
 // DeleteRecord implements Backend.
@@ -218,6 +322,11 @@ func (n *testNode) DeleteRecord(_ context.Context, did, uri string) error {
 		return err
 	}
 	return n.av.WaitForSeq(ctx(), seq)
+}
+
+// CreatePost writes a post of text as did, as a test's setup.
+func (n *testNode) CreatePost(did, text string) (StrongRef, error) {
+	return n.CreateRecord(ctx(), did, "app.bsky.feed.post", map[string]any{"text": text})
 }
 
 // browser is a cookie-keeping client that does not follow redirects.
@@ -322,7 +431,9 @@ func TestCSRF(t *testing.T) {
 	n.account("alice.test")
 	b := n.browser()
 	b.signIn("alice.test")
-	for _, path := range []string{"/compose", "/signin", "/signout", "/like", "/follow", "/unlike", "/unfollow"} {
+	for _, path := range []string{"/compose", "/signin", "/signout", "/like", "/follow", "/unlike", "/unfollow", "/repost", "/unrepost",
+		"/block", "/unblock", "/mute", "/unmute", "/settings/profile", "/settings/app-passwords", "/settings/app-passwords/revoke",
+		"/settings/handle", "/settings/deactivate", "/settings/delete/request", "/settings/delete"} {
 		st, _, _ := b.post(path, url.Values{"csrf": {""}, "text": {"hi"}})
 		if st != http.StatusForbidden {
 			t.Errorf("POST %s without a token = %d, want 403", path, st)
@@ -526,7 +637,7 @@ func TestPageWeight(t *testing.T) {
 	n := newTestNode(t)
 	did := n.account("alice.test")
 	for i := range feedPageSize {
-		if _, err := n.CreatePost(ctx(), did.String(), fmt.Sprintf("post %d: %s", i, strings.Repeat("lorem ipsum ", 24)), nil); err != nil {
+		if _, err := n.CreatePost(did.String(), fmt.Sprintf("post %d: %s", i, strings.Repeat("lorem ipsum ", 24))); err != nil {
 			t.Fatal(err)
 		}
 	}

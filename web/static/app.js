@@ -1,7 +1,8 @@
 // Aerie web UI: progressive enhancement only; every page works without this file.
 "use strict";
 (function () {
-  // Live grapheme counter for the compose box.
+  // Live grapheme counter for the compose box: Intl.Segmenter counts what a person sees
+  // as one character, as the 300 limit does.
   var seg = typeof Intl !== "undefined" && Intl.Segmenter ? new Intl.Segmenter() : null;
   function graphemes(s) {
     if (!seg) return Array.from(s).length;
@@ -22,9 +23,69 @@
     ta.addEventListener("input", update);
     update();
   });
-  // Keep a form from being sent twice by a double click.
+
+  // Image picker: show a preview and a description field per chosen image, and only as
+  // many fields as images.
+  document.querySelectorAll("input[type=file][data-max]").forEach(function (input) {
+    var max = parseInt(input.dataset.max, 10);
+    var slots = input.form.querySelectorAll(".alt");
+    var urls = [];
+    function update() {
+      urls.forEach(URL.revokeObjectURL);
+      urls = [];
+      var files = Array.prototype.slice.call(input.files || []);
+      input.setCustomValidity(files.length > max ? "Choose at most " + max + " images." : "");
+      slots.forEach(function (slot, i) {
+        var img = slot.querySelector("img");
+        slot.hidden = i >= files.length;
+        if (i < files.length) {
+          var u = URL.createObjectURL(files[i]);
+          urls.push(u);
+          img.src = u;
+          img.hidden = false;
+        } else {
+          img.removeAttribute("src");
+          slot.querySelector("input").value = "";
+        }
+      });
+    }
+    input.addEventListener("change", update);
+    update();
+  });
+
+  // Like and repost without leaving the page: send the form, read the page it returns to
+  // and swap in the post's new counts. Any failure falls back to a normal submit.
+  function swapPost(form) {
+    var article = form.closest("article[data-post]");
+    var buttons = Array.prototype.slice.call(article.querySelectorAll(".actions button"));
+    var index = buttons.indexOf(form.querySelector("button"));
+    var sel = 'article[data-post="' + CSS.escape(article.dataset.post) + '"]';
+    fetch(form.action, { method: "POST", body: new URLSearchParams(new FormData(form)), credentials: "same-origin" })
+      .then(function (r) {
+        if (!r.ok) throw new Error(r.status);
+        return r.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector(sel);
+        // The write is done; a page without the post is simply reloaded.
+        if (!fresh) return location.reload();
+        document.querySelectorAll(sel).forEach(function (old) {
+          var copy = document.importNode(fresh, true);
+          old.replaceWith(copy);
+          if (old === article) copy.querySelectorAll(".actions button")[index].focus();
+        });
+      })
+      .catch(function () { form.submit(); });
+  }
+
   document.addEventListener("submit", function (e) {
-    var b = e.target.querySelector("button[type=submit]");
+    var form = e.target;
+    if (window.fetch && window.CSS && form.closest(".actions")) {
+      e.preventDefault();
+      swapPost(form);
+    }
+    // Keep a form from being sent twice by a double click.
+    var b = form.querySelector("button[type=submit]");
     if (b) setTimeout(function () { b.disabled = true; }, 0);
   });
 })();
