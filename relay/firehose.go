@@ -2,13 +2,17 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,11 +31,15 @@ const (
 	defaultWriteTimeout = 10 * time.Second
 	// clientReadLimit bounds a client frame; the server ignores client frames anyway.
 	clientReadLimit = 4096
-	// flushInterval is the least time between two batch writes of one stream. Events that
-	// arrive meanwhile wait in the shared window and go out in the next write, so at 1,000
-	// subscribers the write rate is capped at 100k system calls/s whatever the event rate,
-	// for at most 10 ms of added latency.
-	flushInterval = 10 * time.Millisecond
+	// minFlushInterval and maxFlushInterval bound the least time between two batch writes
+	// of one stream; events that arrive meanwhile wait in the shared window and go out in
+	// the next write. See Firehose.flushInterval.
+	minFlushInterval = 5 * time.Millisecond
+	maxFlushInterval = 50 * time.Millisecond
+	// batchWritesPerSecond is the budget of batch writes of all streams together. Each
+	// costs a system call and a goroutine wake-up, a few microseconds whatever its size, so
+	// with a thousand streams that fixed cost, not the bytes, would take the CPU.
+	batchWritesPerSecond = 20_000
 )
 
 // Firehose serves com.atproto.sync.subscribeRepos (atproto-reference §6.2–6.4) over
@@ -57,6 +65,8 @@ type Firehose struct {
 	// cancelled by whoever owns the server's lifetime.
 	runCtx  context.Context
 	streams sync.WaitGroup
+	// active counts the streams writing events, which sets their flush interval.
+	active atomic.Int64
 }
 
 // Scope says which events of the log a Firehose serves.
@@ -221,8 +231,11 @@ func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc 
 			return broken, ""
 		}
 	}
+	f.active.Add(1)
+	defer f.active.Add(-1)
 	linger := time.NewTimer(0)
 	defer linger.Stop()
+	var b frameBatch
 	for {
 		select {
 		case <-linger.C:
@@ -241,21 +254,66 @@ func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc 
 			f.log.Error("reading the relay log for a firehose stream", "err", err)
 			return fail("InternalError", "")
 		}
-		linger.Reset(flushInterval)
-		size := 0
-		for _, ev := range evs {
-			size += len(ev.frame) + 10 // + the largest WebSocket frame header
-		}
-		cc.cork(size)
-		for _, ev := range evs {
-			// Corked writes only fill a buffer; they fail only on a closed connection.
-			if err := conn.Write(connCtx, websocket.MessageBinary, ev.frame); err != nil {
-				_ = cc.flush() // the connection is failing already
-				return broken, ""
-			}
-		}
-		if err := cc.flush(); err != nil {
+		linger.Reset(f.flushInterval())
+		if err := cc.writeBatch(b.frame(evs)); err != nil {
 			return broken, ""
 		}
 	}
+}
+
+// flushInterval returns the least time between two batch writes of one stream: the share of
+// batchWritesPerSecond of each active stream, within [minFlushInterval, maxFlushInterval].
+// A lone stream writes almost as events come; a thousand write every 50 ms, which adds at
+// most that much latency but lets each write carry a hundred events at 2,000 events/s.
+func (f *Firehose) flushInterval() time.Duration {
+	d := time.Duration(f.active.Load()) * time.Second / batchWritesPerSecond
+	return min(max(d, minFlushInterval), maxFlushInterval)
+}
+
+// frameBatch frames events as WebSocket binary messages for one stream. The frame bytes
+// are the events' own, shared by every stream; only the 2-to-10-byte headers are per
+// stream, so on TCP a batch costs no copy of the events until the kernel's.
+type frameBatch struct {
+	headers []byte
+	bufs    net.Buffers
+}
+
+// frame returns the header and frame of every event, in order, for corkConn.writeBatch.
+// The result is valid until the next call.
+func (b *frameBatch) frame(evs []*Event) net.Buffers {
+	// headers must not move once sliced into bufs, so it is sized first.
+	b.headers = slices.Grow(b.headers[:0], maxFrameHeader*len(evs))
+	b.bufs = b.bufs[:0]
+	for _, ev := range evs {
+		at := len(b.headers)
+		b.headers = appendFrameHeader(b.headers, len(ev.frame))
+		b.bufs = append(b.bufs, b.headers[at:], ev.frame)
+	}
+	if len(evs) > keptBatchEvents {
+		bufs := b.bufs
+		*b = frameBatch{}
+		return bufs
+	}
+	return b.bufs
+}
+
+// keptBatchEvents bounds the batch whose buffers a stream keeps for the next one: a stream
+// catching up writes up to nextMaxEvents at once, and 50 KiB of buffers kept by each of
+// a thousand idle streams would add up.
+const keptBatchEvents = 256
+
+// maxFrameHeader is the longest server-to-client WebSocket frame header: no mask, a 64-bit
+// length (RFC 6455 §5.2).
+const maxFrameHeader = 10
+
+// appendFrameHeader appends the header of an unfragmented binary message of n bytes.
+func appendFrameHeader(b []byte, n int) []byte {
+	const finBinary = 0x80 | 0x2
+	switch {
+	case n < 126:
+		return append(b, finBinary, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, finBinary, 126), uint16(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, finBinary, 127), uint64(n))
 }

@@ -2,10 +2,12 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -368,5 +370,66 @@ func TestFirehoseMethodNotAllowed(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST = %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestFirehoseFrameLengths sends events whose frames need each WebSocket length encoding
+// (7-bit, 16-bit, 64-bit), over plain TCP, where a batch goes out as one writev, and over
+// TLS, where it is copied into one buffer, and reads them with coder/websocket.
+func TestFirehoseFrameLengths(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		tls  bool
+	}{{"tcp", false}, {"tls", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, testConfig())
+			url, opts := h.srv.URL, (*websocket.DialOptions)(nil)
+			if tt.tls {
+				srv := httptest.NewTLSServer(h.fh)
+				t.Cleanup(srv.Close)
+				url, opts = srv.URL, &websocket.DialOptions{HTTPClient: srv.Client()}
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http")+"/xrpc/com.atproto.sync.subscribeRepos", opts)
+			if err != nil {
+				t.Fatalf("Dial = %v", err)
+			}
+			defer c.CloseNow()
+			c.SetReadLimit(MaxFrameSize)
+			sub, _ := h.seq.Subscribe(Live) // behind c's stream, see TestFirehoseLiveOnly
+
+			evs := []*Event{
+				NewIdentity("did:plc:a", "a.test"),         // under 126 bytes
+				commitEvent("did:plc:a", 1, 300),           // 16-bit length
+				commitEvent("did:plc:a", 2, 70_000),        // 64-bit length
+				NewAccount("did:plc:a", true, ""),          // small again, in the same batch
+				commitEvent("did:plc:a", 3, 65_535-64-300), // near the 16-bit limit
+			}
+			var wg sync.WaitGroup
+			for _, ev := range evs {
+				wg.Go(func() { submit(t, h.seq, ev) }) // concurrent, so several share a batch
+			}
+			wg.Wait()
+			for n := 0; n < len(evs); {
+				got, err := sub.Next(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += len(got)
+			}
+			for i := range evs {
+				_, frame, err := c.Read(ctx)
+				if err != nil {
+					t.Fatalf("frame %d: Read = %v", i, err)
+				}
+				ev, err := DecodeFrame(frame)
+				if err != nil || ev.Seq != int64(i+1) {
+					t.Fatalf("frame %d: DecodeFrame = seq %v, %v; want seq %d", i, ev, err, i+1)
+				}
+			}
+		})
 	}
 }

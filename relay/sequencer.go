@@ -278,10 +278,13 @@ func (s *Sequencer) commit(ctx context.Context, batch []*pending) {
 		return
 	}
 	s.lastSeq.Store(seq)
-	s.win.append(evs)
+	// Acknowledge before publishing: the events are durable already, and the append wakes
+	// every stream, which the runtime runs ahead of the woken submitters (an HTTP handler
+	// waiting here would otherwise queue behind a thousand firehose goroutines).
 	for _, p := range ok {
 		p.done <- nil
 	}
+	s.win.append(evs)
 }
 
 // pruneLoop prunes once at start and then every pruneInterval until ctx ends.
