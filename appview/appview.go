@@ -39,6 +39,7 @@ type AppView struct {
 	log       *slog.Logger
 	publicURL string
 	cache     *caches
+	known     *knownActors
 	// now is the clock for indexedAt of events without a time and for mutes; tests may
 	// replace it before Run.
 	now func() time.Time
@@ -103,6 +104,7 @@ func Open(ctx context.Context, path string, cfg Config, log *slog.Logger) (*AppV
 		log:       log.With("component", "appview"),
 		publicURL: strings.TrimSuffix(cfg.PublicURL, "/"),
 		cache:     c,
+		known:     newKnownActors(),
 		now:       time.Now,
 		advanced:  make(chan struct{}),
 	}
@@ -186,7 +188,7 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 	last := evs[len(evs)-1].Seq
 	t := newTouched()
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
-		ix := newIndexTx(ctx, tx, t, a.log)
+		ix := newIndexTx(ctx, tx, t, a.known, a.log)
 		defer ix.close()
 		for _, ev := range evs {
 			if ev.Seq <= a.cursor.Load() {
@@ -202,6 +204,7 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 		return fmt.Errorf("index events through seq %d: %w", last, err)
 	}
 	a.cache.invalidate(t)
+	a.known.add(t.ensured)
 	a.advance(last)
 	return nil
 }

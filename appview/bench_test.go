@@ -50,8 +50,10 @@ func BenchmarkIndexerIngest(b *testing.B) {
 	a := openBenchIndex(b, b.TempDir())
 	defer func() { a.Close() }()
 	pos, events := 0, 0
+	// busy is the time spent in apply only: reopening a fresh index when the network
+	// runs out (and its closing checkpoint) is not ingest.
+	var busy time.Duration
 	b.ReportAllocs()
-	start := time.Now()
 	for b.Loop() {
 		if pos >= len(evs) {
 			b.StopTimer()
@@ -61,13 +63,15 @@ func BenchmarkIndexerIngest(b *testing.B) {
 			b.StartTimer()
 		}
 		n := min(batch, len(evs)-pos)
+		start := time.Now()
 		if err := a.apply(context.Background(), evs[pos:pos+n]); err != nil {
 			b.Fatal(err)
 		}
+		busy += time.Since(start)
 		pos += n
 		events += n
 	}
-	b.ReportMetric(float64(events)/time.Since(start).Seconds(), "events/s")
+	b.ReportMetric(float64(events)/busy.Seconds(), "events/s")
 }
 
 // seededIndex builds (once per process run of the benchmark) an index of the synthetic

@@ -594,7 +594,7 @@ func (a *AppView) getQuotes(hr *http.Request, viewer string) (any, error) {
 	err = a.read(hr.Context(), viewer, func(r *req) error {
 		var uris []string
 		var last timeCursor
-		err := r.rows(`SELECT uri, sort_at FROM posts WHERE quote_uri = ? AND (sort_at, uri) < (?, ?)
+		err := r.rows(`SELECT uri, sort_at FROM posts WHERE quote_uri = ? AND (sort_at, uri) < (?, ?) AND embed_detached = 0
 			ORDER BY sort_at DESC, uri DESC LIMIT ?`, []any{uri, cur.at, cur.uri, limit}, func(rows *sql.Rows) error {
 			if err := rows.Scan(&last.uri, &last.at); err != nil {
 				return err

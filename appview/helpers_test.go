@@ -38,6 +38,9 @@ type testNet struct {
 	stopAV  func()
 	lastSeq int64
 	nextDID int
+	// feedgens maps feed service DIDs to their servers' base URLs: the DID resolution the
+	// node does for FeedMethods.
+	feedgens map[syntax.DID]string
 
 	srv *httptest.Server
 }
@@ -129,7 +132,8 @@ func (n *testNet) appview() *AppView {
 // the X-Viewer header where the node would authenticate.
 func (n *testNet) serveXRPC(w http.ResponseWriter, r *http.Request) {
 	nsid := strings.TrimPrefix(r.URL.Path, "/xrpc/")
-	for _, m := range n.appview().Methods() {
+	av := n.appview()
+	for _, m := range append(av.Methods(), av.FeedMethods(n.feedDeps())...) {
 		if m.NSID != nsid {
 			continue
 		}
@@ -336,4 +340,44 @@ func relayIdentity(did syntax.DID, handle string) *relay.Event {
 
 func relayAccount(did syntax.DID, active bool, status string) *relay.Event {
 	return relay.NewAccount(did, active, status)
+}
+
+// feedDeps are the FeedDeps of the test network: endpoints from n.feedgens, and a token
+// that names its claims in clear so that a feed generator can check them.
+func (n *testNet) feedDeps() FeedDeps {
+	return FeedDeps{
+		HTTP: &http.Client{Timeout: 10 * time.Second},
+		Endpoint: func(_ context.Context, did syntax.DID) (string, error) {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if ep, ok := n.feedgens[did]; ok {
+				return ep, nil
+			}
+			return "", fmt.Errorf("no DID document for %s", did)
+		},
+		ServiceToken: func(_ context.Context, iss syntax.DID, aud, lxm string) (string, error) {
+			return testServiceToken(iss.String(), aud, lxm), nil
+		},
+	}
+}
+
+func testServiceToken(iss, aud, lxm string) string { return iss + "|" + aud + "|" + lxm }
+
+// addFeedgen makes did resolve to the server at base.
+func (n *testNet) addFeedgen(did syntax.DID, base string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.feedgens == nil {
+		n.feedgens = map[syntax.DID]string{}
+	}
+	n.feedgens[did] = base
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -52,8 +52,9 @@ type Method struct {
 // handler is a method body: it returns the response value or an error for serve to map.
 type handler func(r *http.Request, viewer string) (any, error)
 
-// Methods returns every app.bsky method the AppView implements, for the node to mount at
-// /xrpc/<NSID> behind its authentication (which sets WithViewer).
+// Methods returns the app.bsky methods the AppView answers from its index alone, for the
+// node to mount at /xrpc/<NSID> behind its authentication (which sets WithViewer);
+// FeedMethods returns those that also call feed generator services.
 func (a *AppView) Methods() []Method {
 	q := func(nsid string, auth Auth, h handler) Method {
 		return Method{NSID: nsid, Auth: auth, Handler: a.serve(nsid, auth, h)}
@@ -72,6 +73,8 @@ func (a *AppView) Methods() []Method {
 		q("app.bsky.feed.getQuotes", AuthOptional, a.getQuotes),
 		q("app.bsky.feed.getActorLikes", AuthRequired, a.getActorLikes),
 		q("app.bsky.feed.searchPosts", AuthOptional, a.searchPosts),
+		q("app.bsky.feed.getFeedGenerators", AuthOptional, a.getFeedGenerators),
+		q("app.bsky.feed.getActorFeeds", AuthOptional, a.getActorFeeds),
 		q("app.bsky.actor.getProfile", AuthOptional, a.getProfile),
 		q("app.bsky.actor.getProfiles", AuthOptional, a.getProfiles),
 		q("app.bsky.actor.searchActors", AuthOptional, a.searchActors),

@@ -36,6 +36,10 @@ type postRow struct {
 	replyParent       string
 	quoteURI          string
 	violatesGate      bool
+	// embedDetached: the quoted post's postgate detaches this post's quote;
+	// embeddingDisabled: this post's postgate forbids others to quote it.
+	embedDetached     bool
+	embeddingDisabled bool
 	likes, reposts    int64
 	replies, quotes   int64
 	embed             *embedRecord
@@ -107,6 +111,8 @@ type req struct {
 	mod    *modState // the viewer's blocks and mutes; nil without a viewer
 	avDone map[string]bool
 	pvDone map[string]bool
+	// genLikes maps feed generator URIs to the viewer's like of them.
+	genLikes map[string]string
 }
 
 // read runs fn over one consistent snapshot of the index.
@@ -229,14 +235,14 @@ func (r *req) loadPosts(uris []string) error {
 		return nil
 	}
 	return r.inQuery(`SELECT uri, cid, author, record, created_at, indexed_at, sort_at, coalesce(reply_root, ''),
-			coalesce(reply_parent, ''), coalesce(quote_uri, ''), violates_gate, like_count, repost_count,
-			reply_count, quote_count
+			coalesce(reply_parent, ''), coalesce(quote_uri, ''), violates_gate, embed_detached, embedding_disabled,
+			like_count, repost_count, reply_count, quote_count
 		FROM posts WHERE uri IN (%s)`, nil, miss, func(rows *sql.Rows) error {
 		pr := &postRow{}
 		var rec string
 		if err := rows.Scan(&pr.uri, &pr.cid, &pr.author, &rec, &pr.createdAt, &pr.indexedAt, &pr.sortAt,
-			&pr.replyRoot, &pr.replyParent, &pr.quoteURI, &pr.violatesGate, &pr.likes, &pr.reposts,
-			&pr.replies, &pr.quotes); err != nil {
+			&pr.replyRoot, &pr.replyParent, &pr.quoteURI, &pr.violatesGate, &pr.embedDetached, &pr.embeddingDisabled,
+			&pr.likes, &pr.reposts, &pr.replies, &pr.quotes); err != nil {
 			return err
 		}
 		pr.record = json.RawMessage(rec)
@@ -367,7 +373,11 @@ func (r *req) loadActorViewers(dids []string) error {
 	if err != nil {
 		return err
 	}
-	return r.inQuery(`SELECT author, min(uri) FROM follows WHERE subject = ? AND author IN (%s) GROUP BY author`, v, todo, func(rows *sql.Rows) error {
+	// INDEXED BY: left alone, SQLite reads this through follows_subject, which walks every
+	// follower of the viewer (thousands for a popular account) instead of seeking each
+	// (author, viewer) pair; it was the biggest cost of getTimeline.
+	return r.inQuery(`SELECT author, min(uri) FROM follows INDEXED BY follows_author
+		WHERE subject = ? AND author IN (%s) GROUP BY author`, v, todo, func(rows *sql.Rows) error {
 		var d, u string
 		if err := rows.Scan(&d, &u); err != nil {
 			return err
@@ -597,6 +607,7 @@ func (r *req) postView(uri string) *postView {
 		}
 		ar := r.actors[p.author]
 		v.Pinned = ar != nil && ar.pinnedURI == uri
+		v.EmbeddingDisabled = p.embeddingDisabled && r.viewer != p.author
 		pv.Viewer = v
 	}
 	for _, l := range p.labels {
@@ -605,13 +616,14 @@ func (r *req) postView(uri string) *postView {
 	if g := r.gates[p.uri]; g != nil {
 		pv.Threadgate = g
 	}
-	pv.Embed = r.embedView(p.author, p.embed, true)
+	pv.Embed = r.embedView(p.author, p.embed, true, p.embedDetached)
 	return pv
 }
 
 // embedView renders a post's embed; withRecord is false inside a quoted record, whose own
-// quotes are not expanded (the reference AppView stops at one level).
-func (r *req) embedView(did string, e *embedRecord, withRecord bool) any {
+// quotes are not expanded (the reference AppView stops at one level). detached is the
+// post's embed_detached: its quote shows as #viewDetached.
+func (r *req) embedView(did string, e *embedRecord, withRecord, detached bool) any {
 	if e == nil {
 		return nil
 	}
@@ -666,7 +678,7 @@ func (r *req) embedView(did string, e *embedRecord, withRecord bool) any {
 		if json.Unmarshal(e.Record, &ref) != nil || ref.URI == "" {
 			return nil
 		}
-		return r.recordEmbedView(ref.URI)
+		return r.recordEmbedView(ref.URI, detached)
 	case "app.bsky.embed.recordWithMedia":
 		if !withRecord {
 			return nil
@@ -677,24 +689,26 @@ func (r *req) embedView(did string, e *embedRecord, withRecord bool) any {
 		if json.Unmarshal(e.Record, &inner) != nil || inner.Record.URI == "" {
 			return nil
 		}
-		media := r.embedView(did, e.Media, false)
+		media := r.embedView(did, e.Media, false, false)
 		if media == nil {
-			return r.recordEmbedView(inner.Record.URI)
+			return r.recordEmbedView(inner.Record.URI, detached)
 		}
 		return &recordWithMediaView{
 			Type:   "app.bsky.embed.recordWithMedia#view",
-			Record: r.recordEmbedView(inner.Record.URI),
+			Record: r.recordEmbedView(inner.Record.URI, detached),
 			Media:  media,
 		}
 	}
 	return nil
 }
 
-// recordEmbedView renders a quoted record: the post, or notFound/blocked.
-func (r *req) recordEmbedView(uri string) *recordView {
+// recordEmbedView renders a quoted record: the post, or detached/notFound/blocked.
+func (r *req) recordEmbedView(uri string, detached bool) *recordView {
 	v := &recordView{Type: "app.bsky.embed.record#view"}
 	p := r.posts[uri]
 	switch {
+	case detached:
+		v.Record = &viewDetached{Type: "app.bsky.embed.record#viewDetached", URI: uri, Detached: true}
 	case p == nil || !r.actors[p.author].active():
 		v.Record = &viewNotFound{Type: "app.bsky.embed.record#viewNotFound", URI: uri, NotFound: true}
 	case r.blocked(p.author):
@@ -716,7 +730,7 @@ func (r *req) recordEmbedView(uri string) *recordView {
 		for _, l := range p.labels {
 			vr.Labels = append(vr.Labels, label{Src: p.author, URI: p.uri, CID: p.cid, Val: l, Cts: p.createdAt})
 		}
-		if ev := r.embedView(p.author, p.embed, false); ev != nil {
+		if ev := r.embedView(p.author, p.embed, false, false); ev != nil {
 			vr.Embeds = []any{ev}
 		}
 		v.Record = vr

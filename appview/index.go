@@ -38,6 +38,7 @@ type indexTx struct {
 	tx    *sql.Tx
 	t     *touched
 	log   *slog.Logger
+	known *knownActors
 	stmts map[string]*sql.Stmt
 	// at is the time the current event was sequenced: the indexedAt of what it creates, so
 	// a replay after a crash gives the same values.
@@ -59,8 +60,8 @@ func (ix *indexTx) currentJSON() (string, error) {
 	return string(ix.curJSON), nil
 }
 
-func newIndexTx(ctx context.Context, tx *sql.Tx, t *touched, log *slog.Logger) *indexTx {
-	return &indexTx{ctx: ctx, tx: tx, t: t, log: log, stmts: map[string]*sql.Stmt{}}
+func newIndexTx(ctx context.Context, tx *sql.Tx, t *touched, known *knownActors, log *slog.Logger) *indexTx {
+	return &indexTx{ctx: ctx, tx: tx, t: t, known: known, log: log, stmts: map[string]*sql.Stmt{}}
 }
 
 func (ix *indexTx) close() {
@@ -151,11 +152,17 @@ func (ix *indexTx) event(ev *relay.Event, now time.Time) error {
 	return nil
 }
 
+// ensureActor makes sure did has an actors row. Most events come from accounts seen
+// before, so the DIDs whose row is known to be committed skip the statement.
 func (ix *indexTx) ensureActor(did string) error {
+	if _, ok := ix.t.ensured[did]; ok || ix.known.has(did) {
+		return nil
+	}
 	n, err := ix.exec(`INSERT INTO actors (did) VALUES (?) ON CONFLICT (did) DO NOTHING`, did)
 	if err != nil {
 		return err
 	}
+	ix.t.ensured[did] = struct{}{}
 	if n > 0 {
 		ix.t.actor(did)
 	}
@@ -410,8 +417,14 @@ func (ix *indexTx) deleteRecord(collection, uri string) error {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
+		if err != nil {
+			return err
+		}
 		ix.t.post(post)
-		return err
+		if collection == colPostgate {
+			return ix.applyPostgate(post, nil)
+		}
+		return nil
 	case colGenerator:
 		return ix.deleteGenerator(uri)
 	}
@@ -509,13 +522,28 @@ func (ix *indexTx) insertPost(did, uri, cid string, rec *repo.Record) error {
 			return err
 		}
 	}
+	detached := false
+	if p.quoteURI != "" {
+		gate, err := ix.postgate(p.quoteURI)
+		if err != nil {
+			return err
+		}
+		detached = gate.detaches(p.quoteURI, uri, did)
+	}
+	// Likes, reposts, replies and quotes may have arrived before the post (another host's
+	// stream, a reindex): the insert counts what is there.
 	var rowid int64
 	err = ix.row(`INSERT INTO posts (uri, cid, author, record, text, created_at, indexed_at, sort_at,
-			reply_root, reply_parent, quote_uri, media, langs, violates_gate)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			reply_root, reply_parent, quote_uri, media, langs, violates_gate, embed_detached,
+			like_count, repost_count, reply_count, quote_count)
+		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+			(SELECT count(*) FROM likes WHERE subject = ?1),
+			(SELECT count(*) FROM reposts WHERE subject = ?1),
+			(SELECT count(*) FROM posts p WHERE p.reply_parent = ?1 AND p.violates_gate = 0),
+			(SELECT count(*) FROM posts p WHERE p.quote_uri = ?1 AND p.embed_detached = 0))
 		ON CONFLICT (uri) DO NOTHING RETURNING rowid`,
 		[]any{uri, cid, did, js, p.text, createdRaw, ix.at.UnixMicro(), sortAt,
-			nullStr(p.replyRoot), nullStr(p.replyPar), nullStr(p.quoteURI), p.media, nullStr(p.langs), violates},
+			nullStr(p.replyRoot), nullStr(p.replyPar), nullStr(p.quoteURI), p.media, nullStr(p.langs), violates, detached},
 		&rowid)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
@@ -525,15 +553,13 @@ func (ix *indexTx) insertPost(did, uri, cid string, rec *repo.Record) error {
 	}
 	ix.t.post(uri)
 	ix.t.actor(did)
-	// Likes, reposts, replies and quotes may have arrived before the post (another host's
-	// stream, a reindex): count what is there.
-	if _, err := ix.exec(`UPDATE posts SET
-			like_count = (SELECT count(*) FROM likes WHERE subject = ?1),
-			repost_count = (SELECT count(*) FROM reposts WHERE subject = ?1),
-			reply_count = (SELECT count(*) FROM posts p WHERE p.reply_parent = ?1 AND p.violates_gate = 0),
-			quote_count = (SELECT count(*) FROM posts p WHERE p.quote_uri = ?1)
-		WHERE rowid = ?2`, uri, rowid); err != nil {
+	// A postgate may have arrived before its post (another host's stream, a reindex).
+	if gate, err := ix.postgate(uri); err != nil {
 		return err
+	} else if gate != nil {
+		if err := ix.applyPostgate(uri, gate); err != nil {
+			return err
+		}
 	}
 	if _, err := ix.exec(`INSERT INTO posts_fts (rowid, text) VALUES (?, ?)`, rowid, p.text); err != nil {
 		return err
@@ -557,7 +583,7 @@ func (ix *indexTx) insertPost(did, uri, cid string, rec *repo.Record) error {
 		}
 		ix.t.post(p.replyPar)
 	}
-	if p.quoteURI != "" {
+	if p.quoteURI != "" && !detached {
 		if _, err := ix.exec(`UPDATE posts SET quote_count = quote_count + 1 WHERE uri = ?`, p.quoteURI); err != nil {
 			return err
 		}
@@ -584,7 +610,7 @@ func (ix *indexTx) insertPost(did, uri, cid string, rec *repo.Record) error {
 			ancestor = parent.String
 		}
 	}
-	if p.quoteURI != "" && uriCollection(p.quoteURI) == colPost {
+	if p.quoteURI != "" && !detached && uriCollection(p.quoteURI) == colPost {
 		if err := ix.notify(uriAuthority(p.quoteURI), did, "quote", p.quoteURI, uri, cid); err != nil {
 			return err
 		}
@@ -665,9 +691,10 @@ func (ix *indexTx) deletePost(uri string) error {
 	var rowid int64
 	var author string
 	var parent, quote sql.NullString
-	var violates bool
-	err := ix.row(`DELETE FROM posts WHERE uri = ? RETURNING rowid, author, reply_parent, quote_uri, violates_gate`,
-		[]any{uri}, &rowid, &author, &parent, &quote, &violates)
+	var violates, detached bool
+	var at int64
+	err := ix.row(`DELETE FROM posts WHERE uri = ? RETURNING rowid, author, reply_parent, quote_uri, violates_gate, embed_detached, sort_at`,
+		[]any{uri}, &rowid, &author, &parent, &quote, &violates, &detached, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
@@ -679,7 +706,7 @@ func (ix *indexTx) deletePost(uri string) error {
 	if _, err := ix.exec(`DELETE FROM posts_fts WHERE rowid = ?`, rowid); err != nil {
 		return err
 	}
-	if _, err := ix.exec(`DELETE FROM feed_items WHERE uri = ?`, uri); err != nil {
+	if _, err := ix.exec(`DELETE FROM feed_items WHERE originator = ? AND sort_at = ? AND uri = ?`, author, at, uri); err != nil {
 		return err
 	}
 	if _, err := ix.exec(`UPDATE actors SET posts_count = max(posts_count - 1, 0) WHERE did = ?`, author); err != nil {
@@ -691,7 +718,7 @@ func (ix *indexTx) deletePost(uri string) error {
 		}
 		ix.t.post(parent.String)
 	}
-	if quote.Valid {
+	if quote.Valid && !detached {
 		if _, err := ix.exec(`UPDATE posts SET quote_count = max(quote_count - 1, 0) WHERE uri = ?`, quote.String); err != nil {
 			return err
 		}
@@ -793,8 +820,9 @@ func (ix *indexTx) insertRepost(did, uri, cid string, m map[string]any) error {
 }
 
 func (ix *indexTx) deleteRepost(uri string) error {
-	var subject string
-	err := ix.row(`DELETE FROM reposts WHERE uri = ? RETURNING subject`, []any{uri}, &subject)
+	var subject, author string
+	var at int64
+	err := ix.row(`DELETE FROM reposts WHERE uri = ? RETURNING subject, author, sort_at`, []any{uri}, &subject, &author, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
@@ -805,7 +833,7 @@ func (ix *indexTx) deleteRepost(uri string) error {
 	if _, err := ix.exec(`UPDATE posts SET repost_count = max(repost_count - 1, 0) WHERE uri = ?`, subject); err != nil {
 		return err
 	}
-	if _, err := ix.exec(`DELETE FROM feed_items WHERE uri = ?`, uri); err != nil {
+	if _, err := ix.exec(`DELETE FROM feed_items WHERE originator = ? AND sort_at = ? AND uri = ?`, author, at, uri); err != nil {
 		return err
 	}
 	_, err = ix.exec(`DELETE FROM notifications WHERE uri = ?`, uri)
@@ -1016,10 +1044,14 @@ func (ix *indexTx) insertGate(table, did, uri, cid, rkey string, rec *repo.Recor
 	if table == "postgates" {
 		q = `INSERT INTO postgates (uri, cid, post, record) VALUES (?, ?, ?, ?) ON CONFLICT (uri) DO NOTHING`
 	}
-	if _, err := ix.exec(q, args...); err != nil {
+	n, err := ix.exec(q, args...)
+	if err != nil || n == 0 {
 		return err
 	}
 	ix.t.post(post)
+	if table == "postgates" {
+		return ix.applyPostgate(post, parsePostgate(js))
+	}
 	return nil
 }
 

@@ -83,25 +83,56 @@ func readStrongRef(m map[string]any) (uri, cid string, ok bool) {
 
 // didOf reads a DID field.
 func didOf(m map[string]any, key string) (string, bool) {
-	d, err := syntax.ParseDID(strOf(m, key))
-	if err != nil {
-		return "", false
-	}
-	return d.String(), true
+	d := strOf(m, key)
+	return d, isDID(d)
 }
 
-// uriAuthority returns the DID of an at:// URI, or "" when the authority is a handle or the
-// URI is malformed.
+// maxDIDLength is the longest DID atproto allows.
+const maxDIDLength = 2048
+
+// isDID reports whether s has the DID syntax atproto allows (did:method:id, §2). It is
+// syntax.ParseDID without the regular expression, which cost the indexer about 3% of its
+// time: it runs several times for every record.
+func isDID(s string) bool {
+	rest, ok := strings.CutPrefix(s, "did:")
+	if !ok || len(s) > maxDIDLength {
+		return false
+	}
+	method, id, ok := strings.Cut(rest, ":")
+	if !ok || method == "" || id == "" {
+		return false
+	}
+	for i := 0; i < len(method); i++ {
+		if method[i] < 'a' || method[i] > 'z' {
+			return false
+		}
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '_', c == '-', c == ':', c == '%':
+		default:
+			return false
+		}
+	}
+	last := id[len(id)-1]
+	return last != ':' && last != '%'
+}
+
+// uriAuthority returns the DID of an at:// URI, or "" when the authority is a handle or
+// not a DID. Only the authority is checked: the URIs it sees were parsed where they came in.
 func uriAuthority(uri string) string {
-	u, err := syntax.ParseATURI(uri)
-	if err != nil {
+	rest, ok := strings.CutPrefix(uri, "at://")
+	if !ok {
 		return ""
 	}
-	d, err := u.Authority().AsDID()
-	if err != nil {
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if !isDID(rest) {
 		return ""
 	}
-	return d.String()
+	return rest
 }
 
 // uriCollection returns the collection of an at:// URI, or "".

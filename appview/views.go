@@ -66,7 +66,9 @@ type postViewer struct {
 	Repost        string `json:"repost,omitempty"`
 	ThreadMuted   bool   `json:"threadMuted"`
 	ReplyDisabled bool   `json:"replyDisabled,omitempty"`
-	Pinned        bool   `json:"pinned,omitempty"`
+	// EmbeddingDisabled: the post's postgate forbids the viewer to quote it.
+	EmbeddingDisabled bool `json:"embeddingDisabled,omitempty"`
+	Pinned            bool `json:"pinned,omitempty"`
 }
 
 // postView is app.bsky.feed.defs#postView.
@@ -128,6 +130,9 @@ type feedViewPost struct {
 	Post   *postView `json:"post"`
 	Reply  *replyRef `json:"reply,omitempty"`
 	Reason any       `json:"reason,omitempty"`
+	// FeedContext and ReqID are passed through from a feed generator's skeleton.
+	FeedContext string `json:"feedContext,omitempty"`
+	ReqID       string `json:"reqId,omitempty"`
 }
 
 // replyRef is app.bsky.feed.defs#replyRef: root and parent are postView, notFoundPost or
@@ -264,4 +269,12 @@ type viewBlocked struct {
 	URI     string         `json:"uri"`
 	Blocked bool           `json:"blocked"`
 	Author  *blockedAuthor `json:"author"`
+}
+
+// viewDetached is app.bsky.embed.record#viewDetached: the quoted post's author detached
+// this quote with a postgate.
+type viewDetached struct {
+	Type     string `json:"$type"`
+	URI      string `json:"uri"`
+	Detached bool   `json:"detached"`
 }

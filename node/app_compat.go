@@ -7,7 +7,7 @@ import (
 )
 
 // appStartupDefaults are app.bsky methods the official Bluesky app calls on start that
-// this node has no data for yet (custom feeds, labelers, trends, starter packs, bookmarks,
+// this node has no data for yet (labelers, trends, starter packs, bookmarks,
 // push). Each answers the lexicon's well-formed empty result, so the app starts and shows
 // what the node does have; the README lists them. The AppView's own methods, registered
 // after these, replace any of them it implements.
@@ -25,8 +25,6 @@ var appStartupDefaults = []struct {
 	{"app.bsky.unspecced.getSuggestedFeeds", false, map[string]any{"feeds": []any{}}},
 	{"app.bsky.unspecced.getPopularFeedGenerators", false, map[string]any{"feeds": []any{}}},
 	{"app.bsky.graph.getSuggestedFollowsByActor", false, map[string]any{"suggestions": []any{}}},
-	{"app.bsky.feed.getFeedGenerators", false, map[string]any{"feeds": []any{}}},
-	{"app.bsky.feed.getActorFeeds", false, map[string]any{"feeds": []any{}}},
 	{"app.bsky.graph.getStarterPacks", false, map[string]any{"starterPacks": []any{}}},
 	{"app.bsky.graph.getActorStarterPacks", false, map[string]any{"starterPacks": []any{}}},
 	{"app.bsky.bookmark.getBookmarks", false, map[string]any{"bookmarks": []any{}}},

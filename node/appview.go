@@ -17,11 +17,11 @@ import (
 	"github.com/aerie-social/aerie/repo"
 )
 
-// appviewRoutes mounts every app.bsky method of the local AppView. The official app sends
-// atproto-proxy: did:web:api.bsky.app#bsky_appview; those calls are answered here too, as
-// this node is its users' AppView.
+// appviewRoutes mounts every app.bsky method of the local AppView, custom feeds included.
+// The official app sends atproto-proxy: did:web:api.bsky.app#bsky_appview; those calls are
+// answered here too, as this node is its users' AppView.
 func (n *Node) appviewRoutes(x *xrpcMux) {
-	for _, m := range n.appview.Methods() {
+	for _, m := range append(n.appview.Methods(), n.appview.FeedMethods(n.feedDeps())...) {
 		level := authOptional
 		if m.Auth == appview.AuthRequired {
 			level = authAccess
