@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -28,24 +29,51 @@ type actor struct {
 	// estimates the WAL written since the last checkpoint request. Both guarded by mu.
 	tuned    bool
 	walUnits int
-	// head caches the root row for the next commit when cached is set: only this actor's
-	// commits (under mu) move the head of an open file, so a commit need not read it
-	// back. Guarded by mu.
-	head   head
-	cached bool
+	// cur caches the root row, nil when unknown: only this actor's commits (under mu)
+	// move the head of an open file, so a commit need not read it back and Head need not
+	// query it. Commits load and store it under mu; Head only loads it.
+	cur atomic.Pointer[head]
+	// garbage counts the nodes this session's commits put on the garbage list (migration
+	// 0003) since it was last emptied; a rolled-back commit may leave it too high, which
+	// only costs an early collection. Guarded by mu.
+	garbage int
 }
 
 // currentHead returns the head as of tx's start: the cached one when valid, else the root
 // row (which it then caches). a.mu must be held.
 func (a *actor) currentHead(ctx context.Context, tx *sql.Tx) (head, error) {
-	if a.cached {
-		return a.head, nil
+	if h := a.cur.Load(); h != nil {
+		return *h, nil
 	}
 	h, err := readHead(ctx, a.db, tx)
 	if err != nil {
 		return head{}, err
 	}
-	a.head, a.cached = h, true
+	a.cur.Store(&h)
+	return h, nil
+}
+
+// latestHead returns the head of the last commit: the cached one when a commit has run
+// since the file opened, else the root row, read as one statement with no BEGIN and
+// ROLLBACK around it. It never fills the cache: a row read without mu may already have
+// been overtaken by a commit.
+func (a *actor) latestHead(ctx context.Context) (head, error) {
+	if h := a.cur.Load(); h != nil {
+		return *h, nil
+	}
+	var commitRaw, dataRaw []byte
+	var rev string
+	err := a.db.QueryRow(ctx, headQuery, nil, &commitRaw, &rev, &dataRaw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return head{}, fmt.Errorf("repo %s: %w", a.did, ErrRepoNotFound)
+	}
+	if err != nil {
+		return head{}, fmt.Errorf("repo %s: read head: %w", a.did, err)
+	}
+	h, err := parseHead(commitRaw, rev, dataRaw)
+	if err != nil {
+		return head{}, fmt.Errorf("repo %s: %w", a.did, err)
+	}
 	return h, nil
 }
 
@@ -106,8 +134,44 @@ func (a *actor) checkpoint(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the actor's SQLite file; the LRU calls it once the last lease has ended.
-func (a *actor) Close() error { return a.db.Close() }
+// collectEvery is how many listed nodes make a writer delete them: about 150 commits of
+// one record on a repo of 10k, so fewer than one commit in a hundred pays for it, with
+// ~5 ms of deletes. Collecting more often would put that cost inside the 99th percentile
+// of commit latency and share fewer pages; less often would hold the writer longer.
+const collectEvery = 1024
+
+// collectGarbage deletes the MST nodes on the garbage list and empties the list, in one
+// transaction: nodes that share a page cost it once. Rows left by a session that crashed
+// go with the next session's collection. a.mu must be held.
+func (a *actor) collectGarbage(ctx context.Context) error {
+	if a.garbage == 0 {
+		return nil
+	}
+	err := a.db.Write(ctx, func(tx *sql.Tx) error {
+		// refs = 0 guards record values, as for every delete by CID.
+		if _, err := tx.ExecContext(ctx, "DELETE FROM blocks WHERE refs = 0 AND cid IN (SELECT cid FROM garbage)"); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "DELETE FROM garbage")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("collect replaced nodes of %s: %w", a.did, err)
+	}
+	a.garbage = 0
+	return nil
+}
+
+// Close deletes the nodes still on the garbage list and closes the actor's SQLite file;
+// the LRU calls it once the last lease has ended. Collecting here bounds the list for
+// files that are closed before their writers list collectEvery nodes: the count starts
+// again at zero with the next open.
+func (a *actor) Close() error {
+	a.mu.Lock()
+	err := a.collectGarbage(context.Background())
+	a.mu.Unlock()
+	return errors.Join(err, a.db.Close())
+}
 
 // signingKey returns the actor's key, reading the key file on first use: reads never need
 // it, so an LRU miss on the read path does not pay for it. a.mu must be held.
@@ -133,7 +197,7 @@ type head struct {
 // readHead returns the root row. A file without one is a repo whose creation never
 // finished, which Create's rename makes impossible, so it reads as missing.
 func readHead(ctx context.Context, db *sqlite.DB, tx *sql.Tx) (head, error) {
-	st, err := db.Stmt(ctx, tx, "SELECT commit_cid, rev, data_cid FROM root WHERE id = 1")
+	st, err := db.Stmt(ctx, tx, headQuery)
 	if err != nil {
 		return head{}, fmt.Errorf("read head: %w", err)
 	}
@@ -146,7 +210,16 @@ func readHead(ctx context.Context, db *sqlite.DB, tx *sql.Tx) (head, error) {
 	if err != nil {
 		return head{}, fmt.Errorf("read head: %w", err)
 	}
+	return parseHead(commitRaw, rev, dataRaw)
+}
+
+// headQuery reads the root row.
+const headQuery = "SELECT commit_cid, rev, data_cid FROM root WHERE id = 1"
+
+// parseHead decodes the columns of headQuery.
+func parseHead(commitRaw []byte, rev string, dataRaw []byte) (head, error) {
 	h := head{rev: syntax.TID(rev)}
+	var err error
 	if h.commit, err = cid.Cast(commitRaw); err != nil {
 		return head{}, fmt.Errorf("read head commit: %w", err)
 	}

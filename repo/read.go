@@ -128,11 +128,9 @@ func (s *Store) Describe(ctx context.Context, did syntax.DID) ([]syntax.NSID, er
 func (s *Store) Head(ctx context.Context, did syntax.DID) (commit cid.Cid, rev syntax.TID, data cid.Cid, err error) {
 	var h head
 	err = s.withActor(ctx, did, func(a *actor) error {
-		return a.read(ctx, func(tx *sql.Tx) error {
-			var err error
-			h, err = readHead(ctx, a.db, tx)
-			return err
-		})
+		var err error
+		h, err = a.latestHead(ctx)
+		return err
 	})
 	if err != nil {
 		return cid.Undef, "", cid.Undef, err
@@ -175,8 +173,8 @@ func (s *Store) ExportCAR(ctx context.Context, did syntax.DID, since syntax.TID,
 func exportSince(ctx context.Context, tx *sql.Tx, commit cid.Cid, since syntax.TID, w io.Writer) error {
 	after := revInt(since)
 	// A scan: exports since a rev are rare, and an index on rev would cost every commit a
-	// page of WAL.
-	rows, err := tx.QueryContext(ctx, "SELECT cid, data FROM blocks WHERE rev > ?", after)
+	// page of WAL. Replaced nodes not yet deleted (migration 0003) are no longer in the repo.
+	rows, err := tx.QueryContext(ctx, "SELECT cid, data FROM blocks WHERE rev > ? AND cid NOT IN (SELECT cid FROM garbage)", after)
 	if err != nil {
 		return fmt.Errorf("export since %s: %w", since, err)
 	}
@@ -259,6 +257,16 @@ func (s *Store) GetBlocks(ctx context.Context, did syntax.DID, cids []cid.Cid, w
 				data, err := br.ReadBlock(ctx, c)
 				if err != nil {
 					return err
+				}
+				// A node replaced but not yet deleted (migration 0003) is no longer in
+				// the repo; the scan is of a short table.
+				var listed bool
+				err = tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM garbage WHERE cid = ?)", c.Bytes()).Scan(&listed)
+				if err != nil {
+					return fmt.Errorf("read block %s: %w", c, err)
+				}
+				if listed {
+					return fmt.Errorf("read block %s: %w", c, ErrBlockNotFound)
 				}
 				blocks = append(blocks, Block{CID: c, Data: data})
 			}

@@ -192,16 +192,15 @@ func (s *Store) sqliteOptions() sqlite.Options {
 	}
 }
 
-// openActor opens an existing actor's file; it is the LRU's open function.
+// openActor opens an existing actor's file; it is the LRU's open function. SQLite's open
+// reports a missing file itself: a stat first cost every LRU miss a system call.
 func (s *Store) openActor(ctx context.Context, did syntax.DID) (*actor, error) {
-	rel := path.Join(actorDir(did), repoFileName)
-	if _, err := s.root.Stat(rel); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("open repo %s: %w", did, ErrRepoNotFound)
-		}
-		return nil, fmt.Errorf("open repo %s: %w", did, err)
+	opts := s.sqliteOptions()
+	opts.MustExist = true
+	db, err := sqlite.Open(ctx, filepath.Join(s.dir, filepath.FromSlash(path.Join(actorDir(did), repoFileName))), opts)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open repo %s: %w", did, ErrRepoNotFound)
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(s.dir, filepath.FromSlash(rel)), s.sqliteOptions())
 	if err != nil {
 		return nil, fmt.Errorf("open repo %s: %w", did, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -170,21 +172,30 @@ func (a *actor) applyWrites(ctx context.Context, prepared []preparedWrite, opts 
 	if err != nil {
 		// The transaction rolled back, or its commit failed in a way that leaves the
 		// file's head unknown: read it again next time.
-		a.cached = false
+		a.cur.Store(nil)
 		return false, err
 	}
 	*evp = ev
 	if ev.NoChange {
 		return false, nil
 	}
-	a.head = head{commit: ev.Commit, rev: ev.Rev, data: ev.Data}
+	a.cur.Store(&head{commit: ev.Commit, rev: ev.Rev, data: ev.Data})
 	inline = a.noteCommit(len(ev.Ops))
+	var forwardErr error
 	if opts.OnCommit != nil {
 		if err := opts.OnCommit(ev); err != nil {
-			return inline, fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, err)
+			forwardErr = fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, err)
 		}
 	}
-	return inline, nil
+	// The writer deletes replaced nodes itself, after forwarding the event, under the lock
+	// it holds anyway: Store.Run never waits for a writer, whose OnCommit may be waiting
+	// on the relay. The commit stands whatever the collection does.
+	if a.garbage >= collectEvery {
+		if err := a.collectGarbage(context.WithoutCancel(ctx)); err != nil {
+			a.store.log.Warn("collect replaced nodes", "did", a.did, "err", err)
+		}
+	}
+	return inline, forwardErr
 }
 
 // prepareWrites checks everything that needs no lock or transaction, so lexicon
@@ -256,6 +267,8 @@ type commitTx struct {
 	blobList []cid.Cid // first-touch order, so events are deterministic
 	records  []Block   // new record values for the CAR slice
 	stmts    map[string]*sql.Stmt
+	// discarded counts the nodes put on the garbage list.
+	discarded int
 }
 
 // stmt returns q bound to the transaction once per transaction: a batch runs the same few
@@ -367,17 +380,82 @@ func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, key atcrypto.Priva
 	if err := ct.finish(tree, keys, key, h, ev); err != nil {
 		return nil, err
 	}
+	a.garbage += ct.discarded
 	return ev, nil
 }
 
-// putBlock stores a block that is not a record value (an MST node or a commit). A block
-// already present keeps its row: same CID, same bytes.
+// putBlock stores a block that is not a record value (an MST node or a commit), as
+// putNodes does.
 func (ct *commitTx) putBlock(c cid.Cid, data []byte) error {
-	err := ct.exec("INSERT INTO blocks (cid, rev, refs, data) VALUES (?, ?, 0, ?) ON CONFLICT (cid) DO NOTHING",
-		c.Bytes(), ct.revInt, data)
-	if err != nil {
-		return fmt.Errorf("store block %s: %w", c, err)
+	return ct.putNodes([]Block{{CID: c, Data: data}})
+}
+
+// batchRows is the most rows one batched statement carries. A commit's statements were
+// a visible share of its CPU (database/sql, binding, starting the VM) and most commits
+// touch fewer nodes than this; each size in use is a statement of its own to prepare.
+const batchRows = 16
+
+// batchSQL returns head followed by n comma-separated copies of row, then tail.
+func batchSQL(head, row, tail string, n int) string {
+	var b strings.Builder
+	b.Grow(len(head) + n*(len(row)+1) + len(tail))
+	b.WriteString(head)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
 	}
+	b.WriteString(tail)
+	return b.String()
+}
+
+// putNodes stores blocks that are not record values (MST nodes, a commit), batchRows at a
+// time. A block already present keeps its row (same CID, same bytes), and comes off the
+// garbage list in case a commit replaced it since the last collection.
+func (ct *commitTx) putNodes(blocks []Block) error {
+	args := make([]any, 0, 3*min(len(blocks), batchRows))
+	for chunk := range slices.Chunk(blocks, batchRows) {
+		args = args[:0]
+		for _, b := range chunk {
+			args = append(args, b.CID.Bytes(), ct.revInt, b.Data)
+		}
+		st, err := ct.stmt(batchSQL("INSERT INTO blocks (cid, rev, refs, data) VALUES ", "(?, ?, 0, ?)", " ON CONFLICT (cid) DO NOTHING", len(chunk)))
+		if err != nil {
+			return fmt.Errorf("store %d blocks: %w", len(chunk), err)
+		}
+		res, err := st.ExecContext(ct.ctx, args...)
+		if err != nil {
+			return fmt.Errorf("store %d blocks: %w", len(chunk), err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == int64(len(chunk)) {
+			continue
+		}
+		// Rare (a delete that restores an earlier tree): which rows existed is unknown,
+		// so each block is taken off the list, a scan of a short table.
+		for _, b := range chunk {
+			if err := ct.exec("DELETE FROM garbage WHERE cid = ?", b.CID.Bytes()); err != nil {
+				return fmt.Errorf("keep block %s: %w", b.CID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// discardNodes puts the CIDs of MST nodes the commit replaced on the garbage list, for
+// the actor to delete later in bulk (migration 0003).
+func (ct *commitTx) discardNodes(cids []cid.Cid) error {
+	args := make([]any, 0, min(len(cids), batchRows))
+	for chunk := range slices.Chunk(cids, batchRows) {
+		args = args[:0]
+		for _, c := range chunk {
+			args = append(args, c.Bytes())
+		}
+		if err := ct.exec(batchSQL("INSERT INTO garbage (cid) VALUES ", "(?)", "", len(chunk)), args...); err != nil {
+			return fmt.Errorf("list %d replaced nodes: %w", len(chunk), err)
+		}
+	}
+	ct.discarded += len(cids)
 	return nil
 }
 
@@ -535,16 +613,11 @@ func (ct *commitTx) finish(tree *Tree, keys []string, key atcrypto.PrivateKey, p
 	if err != nil {
 		return fmt.Errorf("collect inversion blocks: %w", err)
 	}
-	// refs = 0 guards record values: only MST nodes and commits are removed by CID.
-	for _, c := range delta.Removed {
-		if err := ct.exec("DELETE FROM blocks WHERE cid = ? AND refs = 0", c.Bytes()); err != nil {
-			return fmt.Errorf("delete node %s: %w", c, err)
-		}
+	if err := ct.discardNodes(delta.Removed); err != nil {
+		return err
 	}
-	for _, b := range delta.NewBlocks {
-		if err := ct.putBlock(b.CID, b.Data); err != nil {
-			return err
-		}
+	if err := ct.putNodes(delta.NewBlocks); err != nil {
+		return err
 	}
 
 	commitCID, commitBytes, err := signCommit(ct.did, ct.rev, delta.Root, key)

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -450,4 +451,78 @@ func TestRandomOpsAgainstIndigo(t *testing.T) {
 			checkReachable(t, s, did)
 		})
 	}
+}
+
+// TestReplacedNodesWrittenAgain deletes a record right after creating it, so the delete
+// writes again the nodes the create replaced while they are on the garbage list
+// (migration 0003): they must come off it, and until a collection the replaced nodes must
+// not be served or exported.
+func TestReplacedNodesWrittenAgain(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, _ := openTestStore(t, StoreConfig{})
+	did := actorDID(90)
+	createTestRepo(t, s, did)
+	for i := range 20 {
+		createPost(t, s, did, fmt.Sprintf("3k2aaaaaaa%03d", i), "x")
+	}
+	before := createPost(t, s, did, "3k2aaaaaab000", "y")
+	extra := createPost(t, s, did, "3k2aaaaaab001", "z")
+	if _, err := s.ApplyWrites(ctx, did, []Write{{Action: ActionDelete, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaab001"}}, WriteOpts{}); err != nil {
+		t.Fatalf("ApplyWrites(delete) = %v", err)
+	}
+	var buf bytes.Buffer
+	if err := s.GetBlocks(ctx, did, []cid.Cid{before.Data}, &buf); err != nil {
+		t.Errorf("GetBlocks(root written again) = %v", err)
+	}
+	if err := s.GetBlocks(ctx, did, []cid.Cid{extra.Data}, &buf); !errors.Is(err, ErrBlockNotFound) {
+		t.Errorf("GetBlocks(replaced root) = %v, want ErrBlockNotFound", err)
+	}
+	buf.Reset()
+	if err := s.ExportCAR(ctx, did, before.Rev, &buf); err != nil {
+		t.Fatalf("ExportCAR(since) = %v", err)
+	}
+	car, err := ReadCAR(&buf, DefaultCARLimits())
+	if err != nil {
+		t.Fatalf("ReadCAR(export since) = %v", err)
+	}
+	for _, b := range car.Blocks {
+		if b.CID == extra.Data {
+			t.Errorf("ExportCAR(since %s) has the replaced root %s", before.Rev, extra.Data)
+		}
+	}
+	checkReachable(t, s, did)
+}
+
+// TestWriterCollectsReplacedNodes checks that a writer deletes the replaced nodes once
+// collectEvery of them are listed, so a long burst of commits does not grow the file.
+func TestWriterCollectsReplacedNodes(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, _ := openTestStore(t, StoreConfig{})
+	did := actorDID(91)
+	createTestRepo(t, s, did)
+	prev, most, collections := 0, 0, 0
+	for i := range 700 {
+		createPost(t, s, did, fmt.Sprintf("3k2aaaaaa%04d", i), "x")
+		var listed int
+		err := s.withActor(ctx, did, func(a *actor) error {
+			return a.read(ctx, func(tx *sql.Tx) error {
+				return tx.QueryRowContext(ctx, "SELECT count(*) FROM garbage").Scan(&listed)
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listed < prev {
+			collections++
+		}
+		prev, most = listed, max(most, listed)
+	}
+	// A commit of one record replaces a handful of nodes, so the list passes
+	// collectEvery by no more than that.
+	if collections == 0 || most > collectEvery+32 {
+		t.Errorf("700 commits: %d collections, garbage list reached %d rows; want some, at most %d", collections, most, collectEvery+32)
+	}
+	checkReachable(t, s, did)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path"
 	"slices"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	sqlite "modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Synchronous levels accepted by Options.Synchronous, as SQLite names them.
@@ -61,6 +63,10 @@ type Options struct {
 	CacheKiB int
 	// Migrations holds files named NNNN_what.sql at its root, applied in order once each.
 	Migrations fs.FS
+	// MustExist makes Open fail with an error wrapping fs.ErrNotExist when the file is
+	// missing, instead of creating it. SQLite's own open finds that out, which saves a
+	// caller that opens many files (an LRU of repos) a stat of each.
+	MustExist bool
 }
 
 // DB is one SQLite file with a single writer connection and a pool of readers.
@@ -123,6 +129,10 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	}
 	// The path is a URI path: escape what SQLite would decode (did:web DIDs contain "%3A").
 	uriPath := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(filePath)
+	if opts.MustExist {
+		// mode=rw is SQLite's URI parameter for an open without SQLITE_OPEN_CREATE.
+		pragmas.Set("mode", "rw")
+	}
 	writerDSN := "file:" + uriPath + "?" + pragmas.Encode() + "&_txlock=immediate"
 	pragmas.Add("_pragma", "query_only(1)")
 	readerDSN := "file:" + uriPath + "?" + pragmas.Encode()
@@ -142,12 +152,12 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	if opts.PersistWAL {
 		if err := db.persistWAL(ctx); err != nil {
 			w.Close()
-			return nil, fmt.Errorf("open %s: %w", filePath, err)
+			return nil, fmt.Errorf("open %s: %w", filePath, missing(filePath, err))
 		}
 	}
-	if err := db.migrate(ctx, migrations); err != nil {
+	if err := db.migrate(ctx, opts.Migrations, migrations); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("open %s: %w", filePath, err)
+		return nil, fmt.Errorf("open %s: %w", filePath, missing(filePath, err))
 	}
 	if readers == SharedReader {
 		// Reads use the writer; the pool below only runs CheckpointPassive, and
@@ -167,6 +177,19 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	r.SetConnMaxIdleTime(0)
 	db.readers = r
 	return db, nil
+}
+
+// missing returns err, or an error wrapping fs.ErrNotExist when err is SQLite failing to
+// open a file that is not there (with MustExist).
+func missing(filePath string, err error) error {
+	var se *sqlite.Error
+	if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_CANTOPEN {
+		return err
+	}
+	if _, serr := os.Stat(filePath); errors.Is(serr, fs.ErrNotExist) {
+		return serr
+	}
+	return err
 }
 
 // persistWAL sets SQLITE_FCNTL_PERSIST_WAL on the writer connection. The writer is the
@@ -372,11 +395,11 @@ func (db *DB) Close() error {
 type migration struct {
 	version int
 	name    string
-	sql     string
 }
 
-// loadMigrations reads NNNN_what.sql files and checks they number 1, 2, 3... without gaps,
-// because user_version can only say how far a file got, not which steps it skipped.
+// loadMigrations lists NNNN_what.sql files and checks they number 1, 2, 3... without gaps,
+// because user_version can only say how far a file got, not which steps it skipped. Their
+// text is read only when one must be applied: most opens find the file up to date.
 func loadMigrations(fsys fs.FS) ([]migration, error) {
 	if fsys == nil {
 		return nil, nil
@@ -395,11 +418,7 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 		if !ok || err != nil || v <= 0 {
 			return nil, fmt.Errorf("migration %s: name must be NNNN_what.sql", e.Name())
 		}
-		body, err := fs.ReadFile(fsys, e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
+		ms = append(ms, migration{version: v, name: e.Name()})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
 	for i, m := range ms {
@@ -412,7 +431,7 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 
 // migrate applies pending migrations in one transaction, so a crash leaves the file either
 // before or after all of them.
-func (db *DB) migrate(ctx context.Context, ms []migration) error {
+func (db *DB) migrate(ctx context.Context, fsys fs.FS, ms []migration) error {
 	var current int
 	if err := db.writer.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
 		return fmt.Errorf("read schema version: %w", MapError(err))
@@ -425,7 +444,11 @@ func (db *DB) migrate(ctx context.Context, ms []migration) error {
 	}
 	return db.Write(ctx, func(tx *sql.Tx) error {
 		for _, m := range ms[current:] {
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			body, err := fs.ReadFile(fsys, m.name)
+			if err != nil {
+				return fmt.Errorf("read migration %s: %w", m.name, err)
+			}
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 				return fmt.Errorf("apply migration %s: %w", m.name, err)
 			}
 		}

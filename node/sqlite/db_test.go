@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -331,5 +332,42 @@ func TestQueryRow(t *testing.T) {
 		if err := db.QueryRow(ctx, q, []any{1}, &name); err == nil {
 			t.Error("QueryRow after Close succeeded")
 		}
+	}
+}
+
+func TestMustExist(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		file string
+		opts Options
+	}{
+		{"missing file", filepath.Join(dir, "none.sqlite"), Options{MustExist: true, Migrations: testMigrations()}},
+		{"missing folder", filepath.Join(dir, "no", "none.sqlite"), Options{MustExist: true}},
+		{"persistent WAL", filepath.Join(dir, "none2.sqlite"), Options{MustExist: true, PersistWAL: true, Readers: SharedReader}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if db, err := Open(t.Context(), tt.file, tt.opts); !errors.Is(err, fs.ErrNotExist) {
+				if err == nil {
+					db.Close()
+				}
+				t.Fatalf("Open(%s, MustExist) = %v, want fs.ErrNotExist", tt.file, err)
+			}
+			if _, err := os.Stat(tt.file); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Open(%s, MustExist) left a file: stat = %v", tt.file, err)
+			}
+		})
+	}
+	// An existing file opens, migrated as usual.
+	file := filepath.Join(dir, "there.sqlite")
+	openTest(t, file, Options{Migrations: testMigrations()}).Close()
+	db := openTest(t, file, Options{MustExist: true, Migrations: testMigrations()})
+	if err := db.Write(t.Context(), func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(t.Context(), "INSERT INTO items (name) VALUES ('x')")
+		return err
+	}); err != nil {
+		t.Errorf("Write after Open(MustExist) = %v", err)
 	}
 }
