@@ -64,6 +64,7 @@ Usage:
   aerie invite create       make an invite code
   aerie blobs gc            delete expired uploads and cache entries now
   aerie reindex             rebuild the AppView index of local accounts from their repos
+  aerie backfill ACCOUNT    follow an account on another server and fetch its repo now
   aerie version             print the version
 
 Run 'aerie COMMAND --help' for a command's flags. Every config key can also be set by an
@@ -93,7 +94,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 			return usagef("config: unknown subcommand %q (want: check)", args[1])
 		}
 		return cmdConfigCheck(args[2:], environ, stdout, stderr)
-	case "account", "invite", "blobs", "reindex":
+	case "account", "invite", "blobs", "reindex", "backfill":
 		return cmdAdmin(ctx, args[0], args[1:], environ, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "aerie", version)

@@ -35,8 +35,10 @@ const AdminUsage = `Usage:
   aerie invite create [--uses N] [--for DID]
   aerie blobs gc
   aerie reindex
+  aerie backfill ACCOUNT
 
-ACCOUNT is a handle or a DID. These commands talk to the running node (aerie serve) over
+ACCOUNT is a handle or a DID (for backfill, an account on another server: it is followed
+by the crawler from now on and its repo is fetched, verified and indexed at once). These commands talk to the running node (aerie serve) over
 its admin API at http://<listen>, authenticated with admin_password from the same config
 (--config, AERIE_CONFIG, AERIE_*), so events reach the firehose as for any other change.
 Where --password is omitted, a random one is generated and printed.
@@ -111,7 +113,7 @@ func randomPassword() string {
 // described by cfg.
 func RunAdminCommand(ctx context.Context, cfg Config, group string, args []string, stdout io.Writer) error {
 	// reindex is a command of its own; the others are groups of subcommands.
-	if group == "reindex" {
+	if group == "reindex" || group == "backfill" {
 		args = append([]string{""}, args...)
 	}
 	if len(args) == 0 {
@@ -297,6 +299,22 @@ func RunAdminCommand(ctx context.Context, cfg Config, group string, args []strin
 		}
 		_, err = io.Copy(stdout, resp.Body)
 		return err
+	case "backfill ":
+		if len(positional) != 1 {
+			return usagef("backfill: want one ACCOUNT (a handle or DID)")
+		}
+		var out struct {
+			DID     string `json:"did"`
+			Records int    `json:"records"`
+			Rev     string `json:"rev"`
+		}
+		fmt.Fprintf(stdout, "fetching the repo of %s...\n", positional[0])
+		c.hc.Timeout = 0 // a large repo takes long; the node bounds the download
+		if err := c.call(ctx, "POST", "social.aerie.admin.backfill", nil, map[string]string{"account": positional[0]}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "backfilled %s: %d records at rev %s; following it from now on\n", out.DID, out.Records, out.Rev)
+		return nil
 	case "invite create":
 		body := map[string]any{"useCount": *uses}
 		if *forDID != "" {

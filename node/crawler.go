@@ -246,6 +246,35 @@ func (n *Node) handleComAtprotoSyncRequestCrawl(w http.ResponseWriter, r *http.R
 	return nil
 }
 
+// handleSocialAerieAdminBackfill follows a remote account (a handle or DID) and fetches
+// its repo now (admin): the data behind `aerie backfill`.
+func (n *Node) handleSocialAerieAdminBackfill(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Account string `json:"account"`
+	}
+	if err := decodeJSON(w, r, 4096, &in); err != nil {
+		return err
+	}
+	atid, err := xrpc.ParseATIdentifier(in.Account)
+	if err != nil {
+		return xrpc.InvalidRequest("account: %s", err)
+	}
+	ctx := r.Context()
+	did, err := atid.AsDID()
+	if err != nil {
+		h, _ := atid.AsHandle()
+		if did, err = n.ident.resolver.ResolveHandle(ctx, h.Normalize()); err != nil {
+			return xrpc.InvalidRequest("%s", err)
+		}
+	}
+	records, rev, err := n.crawler.BackfillNow(ctx, did)
+	if err != nil {
+		return &xrpc.Error{Status: http.StatusBadGateway, Name: "UpstreamFailure", Message: err.Error(), Err: err}
+	}
+	xrpc.WriteJSON(w, http.StatusOK, map[string]any{"did": did.String(), "records": records, "rev": rev})
+	return nil
+}
+
 func (n *Node) handleComAtprotoSyncListHosts(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	limit, err := intParam(q.Get("limit"), 200, 1, 1000)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -170,6 +171,24 @@ func TestTwoNodesFederate(t *testing.T) {
 		t.Fatalf("deleteRecord on B = %d %v", status, out)
 	}
 	eventually(t, "the deleted post gone from A", 20*time.Second, func() bool { return hasPost(timeline(), secondURI) == nil })
+
+	// An operator backfills another account of B by hand (aerie backfill).
+	carol := createTestAccount(t, baseB, "carol.test")
+	carolDID := carol["did"].(string)
+	carolPost, _ := createRecord(t, baseB, carol["accessJwt"].(string), carolDID, "app.bsky.feed.post", `{"text":"carol here","createdAt":"2026-11-25T10:05:00Z"}`)
+	admin := map[string]string{"Content-Type": "application/json", "Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:admin-secret"))}
+	status, out, _ = getJSON(t, "POST", baseA+"/xrpc/social.aerie.admin.backfill", fmt.Sprintf(`{"account":%q}`, carolDID), admin)
+	if status != 200 || out["records"] != float64(1) {
+		t.Fatalf("backfill carol on A = %d %v, want 1 record", status, out)
+	}
+	var posts bsky.FeedGetPosts_Output
+	if getTyped(t, baseA+"/xrpc/app.bsky.feed.getPosts?uris="+url.QueryEscape(carolPost), bearer(aliceJWT), &posts); len(posts.Posts) != 1 {
+		t.Errorf("carol's post on A after the backfill: %d posts", len(posts.Posts))
+	}
+	status, out, _ = getJSON(t, "POST", baseA+"/xrpc/social.aerie.admin.backfill", `{"account":"not a handle"}`, admin)
+	if status != 400 {
+		t.Errorf("backfill of a malformed account = %d %v, want 400", status, out)
+	}
 
 	// A lists B among the hosts it crawls, with bob's account.
 	status, out, _ = getJSON(t, "GET", baseA+"/xrpc/com.atproto.sync.listHosts", "", nil)

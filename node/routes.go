@@ -80,6 +80,7 @@ func (n *Node) routesWith(ids *identityService) http.Handler {
 	x.procedure("com.atproto.sync.notifyOfUpdate", n.handleComAtprotoSyncRequestCrawl)
 	x.query("com.atproto.sync.listHosts", n.handleComAtprotoSyncListHosts)
 	x.query("com.atproto.sync.getHostStatus", n.handleComAtprotoSyncGetHostStatus)
+	x.procedure("social.aerie.admin.backfill", n.withAuth(authAdmin, n.handleSocialAerieAdminBackfill))
 	x.query("com.atproto.sync.subscribeRepos", func(w http.ResponseWriter, r *http.Request) error {
 		n.firehose.ServeHTTP(w, r)
 		return nil

@@ -430,8 +430,9 @@ func (c *Crawler) resyncLoop(ctx context.Context) {
 }
 
 // resync fetches, verifies and indexes a whole repo, then replays the events that arrived
-// meanwhile, in order.
-func (c *Crawler) resync(ctx context.Context, did string) {
+// meanwhile, in order. It returns the number of records fetched. The caller has set
+// r.resyncing.
+func (c *Crawler) resync(ctx context.Context, did string) (int, error) {
 	c.mu.Lock()
 	r := c.repos[did]
 	c.mu.Unlock()
@@ -448,7 +449,7 @@ func (c *Crawler) resync(ctx context.Context, did string) {
 		}
 		r.resyncing, r.buffered, r.overflow = false, nil, false
 		r.retryAt = time.Now().Add(resyncRetry)
-		return
+		return 0, err
 	}
 	log.Info("backfilled repo", "records", n, "rev", r.rev, "took", time.Since(start).Round(time.Millisecond))
 	for len(r.buffered) > 0 {
@@ -461,6 +462,7 @@ func (c *Crawler) resync(ctx context.Context, did string) {
 		r.overflow = false
 		c.startResync(r)
 	}
+	return n, nil
 }
 
 // backfill downloads r's repo from its PDS, verifies it and hands it to the index; it

@@ -467,19 +467,60 @@ func (c *Crawler) accountsOnLocked(host string) int {
 	return n
 }
 
+// BackfillNow follows did (as Want does) and fetches its repo now, returning once the
+// index holds it: `aerie backfill`. It returns the number of records and the repo's rev.
+func (c *Crawler) BackfillNow(ctx context.Context, did syntax.DID) (int, string, error) {
+	if c.deps.IsLocal(did.String()) {
+		return 0, "", fmt.Errorf("%s is hosted on this node", did)
+	}
+	if err := c.track(ctx, did); err != nil {
+		return 0, "", err
+	}
+	c.mu.Lock()
+	r := c.repos[did.String()]
+	c.mu.Unlock()
+	// Wait out a resync already under way, then run ours in this goroutine.
+	for {
+		r.mu.Lock()
+		if !r.resyncing {
+			r.resyncing = true
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return 0, "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	n, err := c.resync(ctx, did.String())
+	if err != nil {
+		return 0, "", err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return n, r.rev, nil
+}
+
 // Want adds did to the interest set as a followed account: its PDS is crawled (unless an
 // upstream relay carries everything), its repo is backfilled, and from then on every one
 // of its commits is indexed. Local accounts and accounts already followed are ignored.
 func (c *Crawler) Want(ctx context.Context, did syntax.DID) error {
-	if c.deps.IsLocal(did.String()) {
+	if c.deps.IsLocal(did.String()) || c.Tracked(did) {
 		return nil
 	}
+	if err := c.track(ctx, did); err != nil {
+		return err
+	}
+	c.Resync(did)
+	return nil
+}
+
+// track marks did followed, with its host crawled and asked to crawl us back.
+func (c *Crawler) track(ctx context.Context, did syntax.DID) error {
 	c.mu.Lock()
 	r, ok := c.repos[did.String()]
-	if ok && r.full {
-		c.mu.Unlock()
-		return nil
-	}
 	if !ok {
 		r = &remoteRepo{did: did.String()}
 		c.repos[r.did] = r
@@ -503,7 +544,6 @@ func (c *Crawler) Want(ctx context.Context, did syntax.DID) error {
 		}
 	}
 	c.announce(ctx, pds)
-	c.Resync(did)
 	return nil
 }
 
