@@ -204,18 +204,17 @@ func (c *Crawler) handleCommit(ctx context.Context, h *host, ev *Event, log *slo
 // held, also while replaying the events buffered during a resync (r.resyncing set).
 func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *Event, log *slog.Logger) {
 	cm := ev.Commit
-	log = log.With("did", r.did, "rev", cm.Rev)
 	rev, err := syntax.ParseTID(cm.Rev)
 	if err != nil {
-		log.Warn("rejected commit", "reason", "bad rev", "err", err)
+		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "bad rev", "err", err)
 		return
 	}
 	if r.rev != "" && cm.Rev <= r.rev {
-		log.Debug("rejected commit", "reason", "rev not after "+r.rev)
+		log.Debug("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "rev not after "+r.rev)
 		return
 	}
 	if rev.Time().After(time.Now().Add(revClockSkew)) {
-		log.Warn("rejected commit", "reason", "rev in the future")
+		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "rev in the future")
 		return
 	}
 	if r.status != "" && r.status != "active" {
@@ -237,11 +236,11 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 	}
 	key, err := c.identityOf(ctx, r, false)
 	if err != nil {
-		log.Warn("rejected commit", "reason", "identity", "err", err)
+		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "identity", "err", err)
 		return
 	}
 	if !c.authoritative(h, r) {
-		log.Warn("rejected commit", "reason", "host does not host the account", "pds", r.hostName())
+		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "host does not host the account", "pds", r.hostName())
 		return
 	}
 	commit, err := repo.VerifyCommitMessage(ctx, msg, key)
@@ -252,7 +251,7 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 		}
 	}
 	if err != nil {
-		log.Warn("rejected commit", "reason", "verification", "err", err)
+		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "verification", "err", err)
 		return
 	}
 
@@ -267,7 +266,7 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 			return // the last resync failed moments ago; this commit cannot be chained
 		}
 		if gap {
-			log.Info("repo desynchronized: commit does not follow the known head; resyncing", "head", r.rev)
+			log.Info("repo desynchronized: commit does not follow the known head; resyncing", "did", r.did, "rev", cm.Rev, "head", r.rev)
 			if r.resyncing {
 				r.overflow = true // replaying: resync again once this one ends
 				return
@@ -280,7 +279,7 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 
 	out := &Event{Commit: cm, Remote: true}
 	if _, err := c.seq.Submit(ctx, out); err != nil {
-		log.Warn("sequencing a crawled commit failed", "err", err)
+		log.Warn("sequencing a crawled commit failed", "did", r.did, "rev", cm.Rev, "err", err)
 		return
 	}
 	r.rev, r.data, r.dirty = cm.Rev, commit.Data, true

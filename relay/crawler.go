@@ -267,8 +267,13 @@ func (c *Crawler) flush(ctx context.Context) error {
 		h      *host
 		cursor int64
 	}
+	type repoRow struct {
+		r                      *remoteRepo
+		did, host, rev, status string
+		full                   bool
+		data                   []byte
+	}
 	var hosts []hostRow
-	var repos []*remoteRepo
 	c.mu.Lock()
 	for _, h := range c.hosts {
 		h.mu.Lock()
@@ -277,14 +282,29 @@ func (c *Crawler) flush(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 	}
+	all := make([]*remoteRepo, 0, len(c.repos))
 	for _, r := range c.repos {
-		r.mu.Lock()
+		all = append(all, r)
+	}
+	c.mu.Unlock()
+	// Rows are copied before the transaction and a busy repo is left for the next round:
+	// a repo's lock is held across Submit, which needs the writer connection this
+	// transaction would hold.
+	var repos []repoRow
+	for _, r := range all {
+		if !r.mu.TryLock() {
+			continue
+		}
 		if r.dirty {
-			repos = append(repos, r)
+			row := repoRow{r: r, did: r.did, host: r.hostName(), rev: r.rev, status: r.status, full: r.full}
+			if r.data.Defined() {
+				row.data = r.data.Bytes()
+			}
+			r.dirty = false
+			repos = append(repos, row)
 		}
 		r.mu.Unlock()
 	}
-	c.mu.Unlock()
 	if len(hosts) == 0 && len(repos) == 0 {
 		return nil
 	}
@@ -294,18 +314,10 @@ func (c *Crawler) flush(ctx context.Context) error {
 				return err
 			}
 		}
-		for _, r := range repos {
-			r.mu.Lock()
-			did, host, full, rev, status := r.did, r.hostName(), r.full, r.rev, r.status
-			var data []byte
-			if r.data.Defined() {
-				data = r.data.Bytes()
-			}
-			r.dirty = false
-			r.mu.Unlock()
+		for _, row := range repos {
 			_, err := tx.ExecContext(ctx, `INSERT INTO remote_repos (did, host, full, rev, data, status) VALUES (?, ?, ?, ?, ?, ?)
 				ON CONFLICT (did) DO UPDATE SET host = excluded.host, full = excluded.full, rev = excluded.rev,
-					data = excluded.data, status = excluded.status`, did, host, full, rev, data, status)
+					data = excluded.data, status = excluded.status`, row.did, row.host, row.full, row.rev, row.data, row.status)
 			if err != nil {
 				return err
 			}
@@ -313,10 +325,10 @@ func (c *Crawler) flush(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		for _, r := range repos {
-			r.mu.Lock()
-			r.dirty = true
-			r.mu.Unlock()
+		for _, row := range repos {
+			row.r.mu.Lock()
+			row.r.dirty = true
+			row.r.mu.Unlock()
 		}
 		return err
 	}

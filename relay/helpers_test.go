@@ -71,6 +71,12 @@ func start(t testing.TB, s *Sequencer, opts ...func(*Firehose)) *harness {
 			t.Errorf("Firehose.Run = %v", err)
 		}
 	})
+	// Until Run has started, the firehose answers 503: wait, so tests can dial at once.
+	for running := false; !running; time.Sleep(time.Millisecond) {
+		fh.mu.Lock()
+		running = fh.runCtx != nil
+		fh.mu.Unlock()
+	}
 	srv := httptest.NewServer(fh)
 	var once sync.Once
 	h := &harness{seq: s, fh: fh, srv: srv, path: s.db.Path()}
