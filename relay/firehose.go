@@ -134,6 +134,10 @@ func (f *Firehose) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.streams.Done()
 
+	// Subscribe before the handshake answers, so a live-only client gets every event
+	// sequenced after its connection was accepted.
+	sub, subErr := f.seq.subscribe(cursor, true, true, f.scope == LocalEvents)
+
 	cw := &corkWriter{ResponseWriter: w, timeout: f.writeTimeout}
 	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		// The stream is public data and carries no credentials, so any origin may read it.
@@ -150,12 +154,12 @@ func (f *Firehose) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(clientReadLimit)
-	f.stream(parent, conn, cw.conn, cursor)
+	f.stream(parent, conn, cw.conn, cursor, sub, subErr)
 }
 
 // stream runs one subscriber: a read loop that notices a departed client, a ping loop, and
 // the writer (this goroutine). It returns after both helpers have ended.
-func (f *Firehose) stream(parent context.Context, conn *websocket.Conn, cc *corkConn, cursor int64) {
+func (f *Firehose) stream(parent context.Context, conn *websocket.Conn, cc *corkConn, cursor int64, sub *Subscription, subErr error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// Connection operations use a context that shutdown does not cancel: coder/websocket
@@ -197,7 +201,7 @@ func (f *Firehose) stream(parent context.Context, conn *websocket.Conn, cc *cork
 		}
 	})
 
-	code, reason := f.write(ctx, connCtx, conn, cc, cursor)
+	code, reason := f.write(ctx, connCtx, conn, cc, cursor, sub, subErr)
 	if code == broken {
 		return // the deferred CloseNow drops it: a close handshake would only wait
 	}
@@ -209,15 +213,15 @@ func (f *Firehose) stream(parent context.Context, conn *websocket.Conn, cc *cork
 // broken is write's answer for a connection that failed: close it without a handshake.
 const broken websocket.StatusCode = -1
 
-// write sends events until the stream ends and returns the close code and reason.
-func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc *corkConn, cursor int64) (websocket.StatusCode, string) {
+// write sends sub's events (subErr is what subscribing returned) until the stream ends and
+// returns the close code and reason.
+func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc *corkConn, cursor int64, sub *Subscription, err error) (websocket.StatusCode, string) {
 	fail := func(name, message string) (websocket.StatusCode, string) {
 		if err := conn.Write(connCtx, websocket.MessageBinary, ErrorFrame(name, message)); err != nil {
 			return broken, ""
 		}
 		return websocket.StatusPolicyViolation, name
 	}
-	sub, err := f.seq.subscribe(cursor, true, true, f.scope == LocalEvents)
 	if errors.Is(err, ErrFutureCursor) {
 		return fail("FutureCursor", "cursor is ahead of the stream")
 	}
