@@ -51,15 +51,34 @@ func shardOf(key string) int {
 
 func (c *cache[V]) get(key string) (V, bool) { return c.c.Get(key) }
 
-// stamp returns the generation to pass to set; take it before reading the index.
-func (c *cache[V]) stamp(key string) uint64 { return c.gens[shardOf(key)].Load() }
+// generations copies every shard's generation. A request takes it before its read
+// transaction starts, and passes stamp(g, key) to set: a stamp taken later, after the
+// transaction's snapshot was fixed, could postdate an invalidation whose commit the
+// snapshot does not show, and let a stale value in for good.
+func (c *cache[V]) generations() *[cacheShards]uint64 {
+	var g [cacheShards]uint64
+	for i := range g {
+		g[i] = c.gens[i].Load()
+	}
+	return &g
+}
+
+// stamp returns key's generation in g, to pass to set.
+func stamp(g *[cacheShards]uint64, key string) uint64 { return g[shardOf(key)] }
 
 // set stores v unless key's shard was invalidated since stamp.
 func (c *cache[V]) set(key string, v V, cost int64, stamp uint64) {
-	if c.gens[shardOf(key)].Load() != stamp {
+	gen := &c.gens[shardOf(key)]
+	if gen.Load() != stamp {
 		return
 	}
 	c.c.Set(key, v, cost)
+	// An invalidate between the check above and the Set would have deleted first and
+	// let this stale value in after it; ristretto applies Set and Del in call order, so
+	// deleting again now that we see the bump leaves the key absent.
+	if gen.Load() != stamp {
+		c.c.Del(key)
+	}
 }
 
 // invalidate drops key; called after the index transaction that changed it commits.

@@ -29,7 +29,7 @@ func (r *req) followees(did string) ([]string, error) {
 	if v, ok := r.a.cache.follows.get(did); ok {
 		return v, nil
 	}
-	stamp := r.a.cache.follows.stamp(did)
+	st := stamp(r.gens.follows, did)
 	rows, err := r.tx.QueryContext(r.ctx, `SELECT DISTINCT subject FROM follows WHERE author = ?`, did)
 	if err != nil {
 		return nil, err
@@ -48,7 +48,7 @@ func (r *req) followees(did string) ([]string, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	r.a.cache.follows.set(did, out, size, stamp)
+	r.a.cache.follows.set(did, out, size, st)
 	return out, nil
 }
 

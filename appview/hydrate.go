@@ -102,6 +102,8 @@ type req struct {
 	ctx    context.Context
 	tx     *sql.Tx
 	viewer string
+	// gens are the cache generations from before tx began, the stamps for cache sets.
+	gens cacheGens
 
 	actors map[string]*actorRow
 	posts  map[string]*postRow
@@ -117,9 +119,10 @@ type req struct {
 
 // read runs fn over one consistent snapshot of the index.
 func (a *AppView) read(ctx context.Context, viewer string, fn func(r *req) error) error {
+	gens := cacheGens{actors: a.cache.actors.generations(), posts: a.cache.posts.generations(), follows: a.cache.follows.generations()}
 	return a.db.Read(ctx, func(tx *sql.Tx) error {
 		r := &req{
-			a: a, ctx: ctx, tx: tx, viewer: viewer,
+			a: a, ctx: ctx, tx: tx, viewer: viewer, gens: gens,
 			actors: map[string]*actorRow{}, posts: map[string]*postRow{},
 			av: map[string]*actorViewer{}, pv: map[string]*postViewer{},
 			gates: map[string]*threadgateView{}, avDone: map[string]bool{}, pvDone: map[string]bool{},
@@ -131,6 +134,11 @@ func (a *AppView) read(ctx context.Context, viewer string, fn func(r *req) error
 		}
 		return fn(r)
 	})
+}
+
+// cacheGens holds each cache's generations as a request found them.
+type cacheGens struct {
+	actors, posts, follows *[cacheShards]uint64
 }
 
 // maxInArgs bounds the bound parameters of one IN (...) query.
@@ -196,7 +204,7 @@ func (r *req) loadActors(dids []string) error {
 			continue
 		}
 		if _, ok := stamps[d]; !ok {
-			stamps[d] = r.a.cache.actors.stamp(d)
+			stamps[d] = stamp(r.gens.actors, d)
 			miss = append(miss, d)
 		}
 	}
@@ -227,7 +235,7 @@ func (r *req) loadPosts(uris []string) error {
 			continue
 		}
 		if _, ok := stamps[u]; !ok {
-			stamps[u] = r.a.cache.posts.stamp(u)
+			stamps[u] = stamp(r.gens.posts, u)
 			miss = append(miss, u)
 		}
 	}

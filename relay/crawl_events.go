@@ -61,9 +61,10 @@ func (c *Crawler) handleFrame(ctx context.Context, h *host, b []byte, log *slog.
 			return nil // ctx ended
 		}
 	}
+	var done <-chan error
 	switch {
 	case ev.Commit != nil:
-		c.handleCommit(ctx, h, ev, log)
+		done = c.handleCommit(ctx, h, ev, log)
 	case ev.Identity != nil:
 		c.handleIdentity(ctx, h, ev.Identity, log)
 	case ev.Account != nil:
@@ -71,7 +72,8 @@ func (c *Crawler) handleFrame(ctx context.Context, h *host, b []byte, log *slog.
 	case ev.Sync != nil:
 		c.handleSync(ctx, h, ev.Sync, log)
 	}
-	h.setCursor(ev.Seq)
+	h.acks = append(h.acks, ack{seq: ev.Seq, done: done})
+	h.drainAcks(ctx, maxUnacked)
 	return nil
 }
 
@@ -165,19 +167,21 @@ func (c *Crawler) authoritative(h *host, r *remoteRepo) bool {
 	return h.relay || r.hostName() == h.name
 }
 
-func (c *Crawler) handleCommit(ctx context.Context, h *host, ev *Event, log *slog.Logger) {
+// handleCommit returns the sequencer's acknowledgement channel when it enqueued the
+// commit, else nil.
+func (c *Crawler) handleCommit(ctx context.Context, h *host, ev *Event, log *slog.Logger) <-chan error {
 	did := ev.Commit.Repo
 	if _, err := syntax.ParseDID(did); err != nil {
 		log.Warn("rejected commit", "reason", "bad repo DID", "err", err)
-		return
+		return nil
 	}
 	if c.deps.IsLocal(did) {
-		return
+		return nil
 	}
 	touches := c.touchesLocal(ev.Commit.Blocks)
 	r, created := c.repoFor(h, did, touches)
 	if r == nil {
-		return
+		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -192,33 +196,36 @@ func (c *Crawler) handleCommit(ctx context.Context, h *host, ev *Event, log *slo
 		if !r.overflow {
 			r.buffered = append(r.buffered, bufferedEvent{h, ev})
 		}
-		return
+		return nil
 	}
 	if !r.full && !touches {
-		return
+		return nil
 	}
-	c.applyCommit(ctx, h, r, ev, log)
+	return c.applyCommit(ctx, h, r, ev, log)
 }
 
-// applyCommit verifies one commit against r's head and sequences it. Called with r.mu
-// held, also while replaying the events buffered during a resync (r.resyncing set).
-func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *Event, log *slog.Logger) {
+// applyCommit verifies one commit against r's head and hands it to the sequencer,
+// returning the acknowledgement channel (nil when the commit was not taken). The head
+// moves on at once: the next commit of the repo must chain from this one whether or not
+// it is durable yet. Called with r.mu held, also while replaying the events buffered
+// during a resync (r.resyncing set).
+func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *Event, log *slog.Logger) <-chan error {
 	cm := ev.Commit
 	rev, err := syntax.ParseTID(cm.Rev)
 	if err != nil {
 		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "bad rev", "err", err)
-		return
+		return nil
 	}
 	if r.rev != "" && cm.Rev <= r.rev {
 		log.Debug("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "rev not after "+r.rev)
-		return
+		return nil
 	}
 	if rev.Time().After(time.Now().Add(revClockSkew)) {
 		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "rev in the future")
-		return
+		return nil
 	}
 	if r.status != "" && r.status != "active" {
-		return // a deactivated or taken-down account has no visible commits
+		return nil // a deactivated or taken-down account has no visible commits
 	}
 	msg := repo.CommitMessage{DID: syntax.DID(r.did), Rev: rev, Commit: cid.Cid(cm.Commit), Blocks: cm.Blocks}
 	if cm.PrevData != nil {
@@ -237,11 +244,11 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 	key, err := c.identityOf(ctx, r, false)
 	if err != nil {
 		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "identity", "err", err)
-		return
+		return nil
 	}
 	if !c.authoritative(h, r) {
 		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "host does not host the account", "pds", r.hostName())
-		return
+		return nil
 	}
 	commit, err := repo.VerifyCommitMessage(ctx, msg, key)
 	if errors.Is(err, repo.ErrBadSignature) {
@@ -252,7 +259,7 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 	}
 	if err != nil {
 		log.Warn("rejected commit", "did", r.did, "rev", cm.Rev, "reason", "verification", "err", err)
-		return
+		return nil
 	}
 
 	if r.full && r.data.Defined() {
@@ -263,26 +270,28 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 			gap = cm.Since == nil || *cm.Since != r.rev
 		}
 		if gap && time.Now().Before(r.retryAt) {
-			return // the last resync failed moments ago; this commit cannot be chained
+			return nil // the last resync failed moments ago; this commit cannot be chained
 		}
 		if gap {
 			log.Info("repo desynchronized: commit does not follow the known head; resyncing", "did", r.did, "rev", cm.Rev, "head", r.rev)
 			if r.resyncing {
 				r.overflow = true // replaying: resync again once this one ends
-				return
+				return nil
 			}
 			c.startResync(r)
 			r.buffered = append(r.buffered, bufferedEvent{h, ev})
-			return
+			return nil
 		}
 	}
 
 	out := &Event{Commit: cm, Remote: true}
-	if _, err := c.seq.Submit(ctx, out); err != nil {
+	done, err := c.seq.Enqueue(ctx, out)
+	if err != nil {
 		log.Warn("sequencing a crawled commit failed", "did", r.did, "rev", cm.Rev, "err", err)
-		return
+		return nil
 	}
 	r.rev, r.data, r.dirty = cm.Rev, commit.Data, true
+	return done
 }
 
 func (c *Crawler) handleIdentity(ctx context.Context, h *host, body *comatproto.SyncSubscribeRepos_Identity, log *slog.Logger) {
@@ -454,7 +463,12 @@ func (c *Crawler) resync(ctx context.Context, did string) (int, error) {
 	for len(r.buffered) > 0 {
 		be := r.buffered[0]
 		r.buffered = r.buffered[1:]
-		c.applyCommit(ctx, be.h, r, be.ev, log)
+		if done := c.applyCommit(ctx, be.h, r, be.ev, log); done != nil {
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+		}
 	}
 	r.resyncing, r.buffered = false, nil
 	if r.overflow {

@@ -48,6 +48,10 @@ type host struct {
 
 	// running is set (under Crawler.mu) once a goroutine crawls the host.
 	running bool
+	// acks are the frames read but not yet acknowledged by the sequencer, in order; only
+	// the host's goroutine touches them. The cursor moves past a frame once it and every
+	// frame before it are in the log, so a crash never skips an event.
+	acks []ack
 
 	mu        sync.Mutex
 	cursor    int64 // last seq processed; 0: none yet, start live
@@ -56,6 +60,43 @@ type host struct {
 	connected bool
 	lastErr   string
 	failures  int
+}
+
+// ack is a processed frame's seq and, when its event was handed to the sequencer, the
+// channel that reports it persisted.
+type ack struct {
+	seq  int64
+	done <-chan error
+}
+
+// maxUnacked bounds the frames a host may have in flight before its goroutine waits.
+const maxUnacked = 512
+
+// drainAcks moves the cursor over every acknowledged frame at the front of h.acks, waiting
+// for acknowledgements while more than keep are outstanding (keep 0 waits for all) or
+// until ctx ends: a stopping sequencer may never take what was queued.
+func (h *host) drainAcks(ctx context.Context, keep int) {
+	for len(h.acks) > 0 {
+		a := h.acks[0]
+		if a.done != nil {
+			if len(h.acks) > keep {
+				select {
+				case <-a.done:
+				case <-ctx.Done():
+					return
+				}
+			} else {
+				select {
+				case <-a.done:
+				default:
+					return
+				}
+			}
+		}
+		h.setCursor(a.seq)
+		h.acks = h.acks[1:]
+	}
+	h.acks = h.acks[:0]
 }
 
 func (h *host) setCursor(seq int64) {
@@ -188,6 +229,8 @@ func (c *Crawler) streamHost(ctx context.Context, h *host, log *slog.Logger) err
 	h.mu.Unlock()
 	log.Info("crawling host", "cursor", cursor)
 
+	// Whatever ends the stream, frames already handed to the sequencer count once logged.
+	defer h.drainAcks(ctx, 0)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, c.frameTimeout)
 		typ, b, err := conn.Read(rctx)

@@ -180,6 +180,26 @@ func (s *Sequencer) Submit(ctx context.Context, ev *Event) (int64, error) {
 	}
 }
 
+// Enqueue hands ev to the sequencer and returns at once; the channel then yields what
+// Submit would have returned (nil once ev is in the log, with ev.Seq set). Events enqueued
+// by one goroutine are sequenced in that order, so a caller that does not need each
+// acknowledgement before the next event (the crawler) lets the sequencer batch them. If
+// the sequencer stops before taking ev, the channel never yields: select on ctx too.
+func (s *Sequencer) Enqueue(ctx context.Context, ev *Event) (<-chan error, error) {
+	if err := ev.check(); err != nil {
+		return nil, err
+	}
+	p := &pending{ev: ev, done: make(chan error, 1)}
+	select {
+	case s.submits <- p:
+		return p.done, nil
+	case <-s.stopped:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, fmt.Errorf("submit %s: %w", ev.Kind(), ctx.Err())
+	}
+}
+
 // Run sequences submissions until ctx ends, and prunes the log by retention in the
 // background. It returns nil when ctx ends; it may be called once.
 func (s *Sequencer) Run(ctx context.Context) error {
