@@ -294,28 +294,41 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 	return done
 }
 
-func (c *Crawler) handleIdentity(ctx context.Context, h *host, body *comatproto.SyncSubscribeRepos_Identity, log *slog.Logger) {
-	did, err := syntax.ParseDID(body.Did)
-	if err != nil || c.deps.IsLocal(body.Did) {
-		return
+// speaker returns did's tracked repo, locked (the caller unlocks it), and its signing key
+// when h may speak for the account; the key is looked up afresh when refresh is set. It
+// returns nil, after logging why, when the kind event is to be dropped.
+func (c *Crawler) speaker(ctx context.Context, h *host, did, kind string, refresh bool, log *slog.Logger) (*remoteRepo, atcrypto.PublicKey) {
+	if _, err := syntax.ParseDID(did); err != nil || c.deps.IsLocal(did) {
+		return nil, nil
 	}
 	c.mu.Lock()
-	r, ok := c.repos[body.Did]
+	r, ok := c.repos[did]
 	c.mu.Unlock()
 	if !ok {
-		return
+		return nil, nil
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, err := c.identityOf(ctx, r, true); err != nil {
-		log.Warn("rejected #identity", "did", did, "err", err)
-		return
+	key, err := c.identityOf(ctx, r, refresh)
+	if err != nil {
+		r.mu.Unlock()
+		log.Warn("rejected "+kind, "did", did, "err", err)
+		return nil, nil
 	}
 	if !c.authoritative(h, r) {
-		log.Warn("rejected #identity", "did", did, "reason", "host does not host the account", "pds", r.hostName())
+		r.mu.Unlock()
+		log.Warn("rejected "+kind, "did", did, "reason", "host does not host the account", "pds", r.hostName())
+		return nil, nil
+	}
+	return r, key
+}
+
+func (c *Crawler) handleIdentity(ctx context.Context, h *host, body *comatproto.SyncSubscribeRepos_Identity, log *slog.Logger) {
+	r, _ := c.speaker(ctx, h, body.Did, KindIdentity, true, log)
+	if r == nil {
 		return
 	}
-	c.submitIdentity(ctx, did, log)
+	defer r.mu.Unlock()
+	c.submitIdentity(ctx, syntax.DID(body.Did), log)
 }
 
 // submitIdentity sequences an #identity carrying did's verified handle.
@@ -333,26 +346,11 @@ func (c *Crawler) submitIdentity(ctx context.Context, did syntax.DID, log *slog.
 }
 
 func (c *Crawler) handleAccount(ctx context.Context, h *host, body *comatproto.SyncSubscribeRepos_Account, log *slog.Logger) {
-	did, err := syntax.ParseDID(body.Did)
-	if err != nil || c.deps.IsLocal(body.Did) {
+	r, _ := c.speaker(ctx, h, body.Did, KindAccount, false, log)
+	if r == nil {
 		return
 	}
-	c.mu.Lock()
-	r, ok := c.repos[body.Did]
-	c.mu.Unlock()
-	if !ok {
-		return
-	}
-	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, err := c.identityOf(ctx, r, false); err != nil {
-		log.Warn("rejected #account", "did", did, "err", err)
-		return
-	}
-	if !c.authoritative(h, r) {
-		log.Warn("rejected #account", "did", did, "reason", "host does not host the account", "pds", r.hostName())
-		return
-	}
 	status := ""
 	if body.Status != nil {
 		status = *body.Status
@@ -361,7 +359,7 @@ func (c *Crawler) handleAccount(ctx context.Context, h *host, body *comatproto.S
 		status = ""
 	}
 	r.status, r.dirty = status, true
-	ev := NewAccount(did, body.Active, status)
+	ev := NewAccount(syntax.DID(body.Did), body.Active, status)
 	ev.Remote = true
 	if _, err := c.seq.Submit(ctx, ev); err != nil {
 		log.Warn("sequencing a crawled #account failed", "err", err)
@@ -371,23 +369,12 @@ func (c *Crawler) handleAccount(ctx context.Context, h *host, body *comatproto.S
 // handleSync takes a host's declaration of a repo's new state: for a followed repo newer
 // than what we hold, fetch it whole.
 func (c *Crawler) handleSync(ctx context.Context, h *host, body *comatproto.SyncSubscribeRepos_Sync, log *slog.Logger) {
-	if _, err := syntax.ParseDID(body.Did); err != nil || c.deps.IsLocal(body.Did) {
+	r, key := c.speaker(ctx, h, body.Did, KindSync, false, log)
+	if r == nil {
 		return
 	}
-	c.mu.Lock()
-	r, ok := c.repos[body.Did]
-	c.mu.Unlock()
-	if !ok {
-		return
-	}
-	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.rev != "" && body.Rev <= r.rev {
-		return
-	}
-	key, err := c.identityOf(ctx, r, false)
-	if err != nil || !c.authoritative(h, r) {
-		log.Warn("rejected #sync", "did", body.Did, "err", err)
 		return
 	}
 	car, err := repo.ReadCAR(bytes.NewReader(body.Blocks), repo.CARLimits{MaxBytes: maxSyncBlocks, MaxBlocks: 4, MaxBlockSize: maxSyncBlocks, MaxHeaderSize: 1024})

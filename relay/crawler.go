@@ -531,13 +531,7 @@ func (c *Crawler) Want(ctx context.Context, did syntax.DID) error {
 
 // track marks did followed, with its host crawled and asked to crawl us back.
 func (c *Crawler) track(ctx context.Context, did syntax.DID) error {
-	c.mu.Lock()
-	r, ok := c.repos[did.String()]
-	if !ok {
-		r = &remoteRepo{did: did.String()}
-		c.repos[r.did] = r
-	}
-	c.mu.Unlock()
+	// Resolve first: an account that does not resolve leaves no trace.
 	ident, err := c.deps.Identities.LookupIdentity(ctx, did.AtIdentifier())
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", did, err)
@@ -546,6 +540,13 @@ func (c *Crawler) track(ctx context.Context, did syntax.DID) error {
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", did, err)
 	}
+	c.mu.Lock()
+	r, ok := c.repos[did.String()]
+	if !ok {
+		r = &remoteRepo{did: did.String()}
+		c.repos[r.did] = r
+	}
+	c.mu.Unlock()
 	r.mu.Lock()
 	r.full, r.dirty = true, true
 	r.setHost(pds)
