@@ -180,15 +180,25 @@ func (s *Server) handleBlock(w http.ResponseWriter, r *http.Request) {
 	s.createAboutAccount(w, r, "app.bsky.graph.block", "block")
 }
 
-// createAboutAccount writes a follow or block (collection) of the account the form names.
-func (s *Server) createAboutAccount(w http.ResponseWriter, r *http.Request, collection, what string) {
+// accountForm returns the signed-in session and the other account a form names (field
+// subject), or answers the request itself and returns a nil session.
+func (s *Server) accountForm(w http.ResponseWriter, r *http.Request, what string) (*session, syntax.DID) {
 	sess := s.signedIn(w, r)
 	if sess == nil {
-		return
+		return nil, ""
 	}
 	subject, err := syntax.ParseDID(r.PostForm.Get("subject"))
 	if err != nil || subject.String() == sess.DID {
 		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The account to "+what+" is not valid.")
+		return nil, ""
+	}
+	return sess, subject
+}
+
+// createAboutAccount writes a follow or block (collection) of the account the form names.
+func (s *Server) createAboutAccount(w http.ResponseWriter, r *http.Request, collection, what string) {
+	sess, subject := s.accountForm(w, r, what)
+	if sess == nil {
 		return
 	}
 	rec := map[string]any{"$type": collection, "subject": subject.String(), "createdAt": s.timestamp()}
@@ -210,13 +220,8 @@ func (s *Server) handleUnmute(w http.ResponseWriter, r *http.Request) {
 // mute calls the AppView's mute procedure nsid: mutes are private state kept in the
 // index, not records.
 func (s *Server) mute(w http.ResponseWriter, r *http.Request, nsid, what string) {
-	sess := s.signedIn(w, r)
+	sess, subject := s.accountForm(w, r, what)
 	if sess == nil {
-		return
-	}
-	subject, err := syntax.ParseDID(r.PostForm.Get("subject"))
-	if err != nil || subject.String() == sess.DID {
-		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The account to "+what+" is not valid.")
 		return
 	}
 	if err := s.call(r.Context(), sess.DID, http.MethodPost, nsid, nil, map[string]string{"actor": subject.String()}, nil); err != nil {
