@@ -68,8 +68,8 @@ func (n *Node) accountBy(ctx context.Context, identifier string) (*account, erro
 	where := "handle = ?"
 	switch {
 	case strings.HasPrefix(id, "did:"):
-		// DIDs are case-sensitive.
-		where, id = "did = ?", strings.TrimSpace(identifier)
+		// DIDs are case-sensitive. Every write names its repo by DID: take the prepared path.
+		return n.accountByDID(ctx, strings.TrimSpace(identifier))
 	case strings.HasPrefix(id, "@"):
 		id = id[1:]
 	case strings.Contains(id, "@"):

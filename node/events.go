@@ -23,6 +23,35 @@ func (n *Node) sequenceCommit(ctx context.Context, ce *repo.CommitEvent) (int64,
 	return seq, nil
 }
 
+// queuedCommit is a repo commit handed to the sequencer but not yet known to be in the log.
+type queuedCommit struct {
+	ev   *relay.Event
+	done <-chan error
+}
+
+// enqueueCommit hands a repo commit to the relay without waiting for the log. Called inside
+// the repo's write lock, it keeps per-DID seq order equal to rev order while the next
+// commit to the same repo proceeds beside this one's sequencing; the writer waits with
+// awaitCommit before it acknowledges.
+func (n *Node) enqueueCommit(ctx context.Context, ce *repo.CommitEvent) (queuedCommit, error) {
+	ev := relay.NewCommit(ce)
+	done, err := n.seq.Enqueue(context.WithoutCancel(ctx), ev)
+	if err != nil {
+		return queuedCommit{}, fmt.Errorf("sequence commit %s of %s: %w", ce.Rev, ce.DID, err)
+	}
+	return queuedCommit{ev: ev, done: done}, nil
+}
+
+// awaitCommit returns the seq of an enqueued commit once it is in the log.
+func (n *Node) awaitCommit(ctx context.Context, q queuedCommit) (int64, error) {
+	// The commit is durable already; finish sequencing it even if the client went away.
+	seq, err := n.seq.Wait(context.WithoutCancel(ctx), q.ev, q.done)
+	if err != nil {
+		return 0, fmt.Errorf("sequence commit %s: %w", q.ev.Kind(), err)
+	}
+	return seq, nil
+}
+
 // repairAfterCrash runs after an unclean shutdown: the repo transaction commits before the
 // event log, so a crash between the two leaves a repo ahead of the log. Each such repo gets
 // a #sync with its current commit, which tells consumers to re-fetch it. After a clean

@@ -194,7 +194,12 @@ func (n *Node) Run(ctx context.Context) error {
 	cg.Go(func() error { return n.crawler.Run(coreCtx) })
 
 	err := n.repairAfterCrash(ctx)
-	if err == nil {
+	repaired := err == nil
+	if !repaired && ctx.Err() != nil {
+		// Stopped while starting: not a failure, and the next start repairs instead.
+		err = nil
+	}
+	if repaired {
 		// The front stops when ctx ends or when a core component fails.
 		front, stopFront := context.WithCancel(ctx)
 		defer context.AfterFunc(coreCtx, stopFront)()
@@ -221,7 +226,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	stopCore()
 	err = errors.Join(err, cg.Wait())
-	if err == nil {
+	if err == nil && repaired {
 		err = n.markCleanShutdown(context.WithoutCancel(ctx))
 	}
 	n.log.Info("stopped")

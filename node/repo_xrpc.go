@@ -123,19 +123,25 @@ func (n *Node) applyWrites(ctx context.Context, acct *account, writes []repo.Wri
 	if err := n.checkRecordBlobs(ctx, did, writes); err != nil {
 		return nil, err
 	}
-	var seq int64
+	var queued queuedCommit
 	ev, err := n.repos.ApplyWrites(ctx, did, writes, repo.WriteOpts{
 		SwapCommit: swapCommit,
 		Validate:   mode,
 		OnCommit: func(ev *repo.CommitEvent) error {
 			n.afterCommitBlobs(context.WithoutCancel(ctx), ev)
 			var err error
-			seq, err = n.sequenceCommit(ctx, ev)
+			queued, err = n.enqueueCommit(ctx, ev)
 			return err
 		},
 	})
 	if err != nil {
 		return nil, err
+	}
+	var seq int64
+	if queued.ev != nil { // nil when the writes changed nothing
+		if seq, err = n.awaitCommit(ctx, queued); err != nil {
+			return nil, fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, err)
+		}
 	}
 	// Read-after-write: the author's next timeline, thread and profile reads show this.
 	n.waitIndexed(ctx, seq)
