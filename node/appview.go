@@ -62,23 +62,28 @@ func (n *Node) reindexLoop(ctx context.Context) error {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
-		dids, err := n.appview.NeedsReindex(ctx, 100)
-		if err != nil && ctx.Err() == nil {
-			n.log.WarnContext(ctx, "list repos to reindex", "err", err)
-		}
-		for _, did := range dids {
-			if ok, err := n.repos.Exists(ctx, did); err != nil || !ok {
-				n.crawler.Resync(did) // not hosted here: fetch it from its own host
-				continue
-			}
-			if err := n.appview.Reindex(ctx, did, n.repoRecords(ctx, did)); err != nil && ctx.Err() == nil {
-				n.log.WarnContext(ctx, "reindex", "did", did, "err", err)
-			}
-		}
+		n.reindexMarked(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+	}
+}
+
+// reindexMarked is one pass of reindexLoop.
+func (n *Node) reindexMarked(ctx context.Context) {
+	dids, err := n.appview.NeedsReindex(ctx, 100)
+	if err != nil && ctx.Err() == nil {
+		n.log.WarnContext(ctx, "list repos to reindex", "err", err)
+	}
+	for _, did := range dids {
+		if ok, err := n.repos.Exists(ctx, did); err != nil || !ok {
+			n.crawler.Resync(did) // not hosted here: fetch it from its own host
+			continue
+		}
+		if err := n.appview.Reindex(ctx, did, n.repoRecords(ctx, did)); err != nil && ctx.Err() == nil {
+			n.log.WarnContext(ctx, "reindex", "did", did, "err", err)
 		}
 	}
 }

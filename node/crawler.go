@@ -23,6 +23,14 @@ import (
 // interest set; the backfill itself runs in the crawler's workers.
 const wantTimeout = 30 * time.Second
 
+// interestSweep is how often the interest set is checked against the index for accounts
+// no longer followed or interacted with.
+const interestSweep = time.Hour
+
+// maxSweepPending bounds the accounts waiting for a reindex that a sweep checks for local
+// ones; with more waiting it drops nothing.
+const maxSweepPending = 1000
+
 // newCrawler builds the crawler over the node's sequencer and identity resolver.
 func (n *Node) newCrawler() *relay.Crawler {
 	cfg := n.cfg.Relay
@@ -87,10 +95,43 @@ func (n *Node) backfillRemote(ctx context.Context, did syntax.DID, syncSeq int64
 	})
 }
 
-// seedInterest adds the accounts local users already interact with to the crawler's
-// interest set, so that a node upgraded to a crawling version, or one whose relay state was
-// rebuilt, follows its community's neighbourhood without waiting for new follows.
-func (n *Node) seedInterest(ctx context.Context) {
+// syncInterest keeps the crawler's interest set equal to what local users interact with,
+// as the index knows it: at startup (a node upgraded to a crawling version, or one whose
+// relay state was rebuilt, follows its community's neighbourhood without waiting for new
+// follows) and then every interestSweep, which drops accounts nobody here follows or
+// interacts with any more (noteInterest adds new ones as they happen).
+func (n *Node) syncInterest(ctx context.Context) {
+	if n.cfg.Relay.Mode != relay.ModeInterest {
+		return
+	}
+	t := time.NewTicker(interestSweep)
+	defer t.Stop()
+	for {
+		n.sweepInterest(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweepInterest is one pass of syncInterest.
+func (n *Node) sweepInterest(ctx context.Context) {
+	began := time.Now()
+	// Dropping needs the whole truth: an index still catching up with what was written
+	// before the sweep began, or with local repos waiting to be reindexed, may not show
+	// follows that exist.
+	complete := n.appview.WaitForSeq(ctx, n.seq.LastSeq()) == nil
+	pending, err := n.appview.NeedsReindex(ctx, maxSweepPending)
+	if err != nil || len(pending) == maxSweepPending {
+		complete = false
+	}
+	for _, did := range pending {
+		if n.isLocal(did.String()) {
+			complete = false
+		}
+	}
 	var locals []syntax.DID
 	for did, err := range n.localDIDs(ctx) {
 		if err != nil {
@@ -104,7 +145,9 @@ func (n *Node) seedInterest(ctx context.Context) {
 		n.log.WarnContext(ctx, "list the accounts local users interact with", "err", err)
 		return
 	}
+	wanted := make(map[syntax.DID]bool, len(dids))
 	for _, did := range dids {
+		wanted[did] = true
 		if ctx.Err() != nil {
 			return
 		}
@@ -112,6 +155,20 @@ func (n *Node) seedInterest(ctx context.Context) {
 			continue
 		}
 		n.want(ctx, did)
+	}
+	if !complete {
+		return
+	}
+	dropped := 0
+	for _, did := range n.crawler.Followed() {
+		// Unwant skips an account followed since the sweep began, which the index may
+		// not have shown yet.
+		if !wanted[did] && n.crawler.Unwant(did, began) {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		n.log.InfoContext(ctx, "stopped following remote accounts no local user interacts with", "accounts", dropped)
 	}
 }
 

@@ -211,7 +211,7 @@ func (n *Node) Run(ctx context.Context) error {
 		})
 		fg.Go(func() error { return n.serve(frontCtx, "http", n.http, n.ln) })
 		fg.Go(func() error {
-			n.seedInterest(frontCtx)
+			n.syncInterest(frontCtx)
 			return nil
 		})
 		if n.relayHTTP != nil {

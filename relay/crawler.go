@@ -90,6 +90,9 @@ type remoteRepo struct {
 	overflow  bool // buffered events were dropped: resync again after this one
 	// retryAt holds off another resync after a failed one.
 	retryAt time.Time
+	// wantedAt is when Want last followed the repo; an interest sweep that began before
+	// then must not drop it.
+	wantedAt time.Time
 }
 
 func (r *remoteRepo) hostName() string {
@@ -548,7 +551,7 @@ func (c *Crawler) track(ctx context.Context, did syntax.DID) error {
 	}
 	c.mu.Unlock()
 	r.mu.Lock()
-	r.full, r.dirty = true, true
+	r.full, r.dirty, r.wantedAt = true, true, time.Now()
 	r.setHost(pds)
 	r.mu.Unlock()
 	if len(c.cfg.Upstreams) == 0 {
