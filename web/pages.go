@@ -257,6 +257,18 @@ func (s *Server) handleUnblock(w http.ResponseWriter, r *http.Request) {
 	s.deleteOwn(w, r, "app.bsky.graph.block", "unblock")
 }
 
+// handleDeletePost deletes one of the signed-in account's posts. A form on the post's own
+// page returns to the author's profile, since the page it came from is gone.
+func (s *Server) handleDeletePost(w http.ResponseWriter, r *http.Request) {
+	if u, err := syntax.ParseATURI(r.PostForm.Get("uri")); err == nil {
+		own := "/post/" + url.PathEscape(u.RecordKey().String())
+		if next := safeNext(r.PostForm.Get("next")); strings.HasSuffix(strings.SplitN(next, "?", 2)[0], own) {
+			r.PostForm.Set("next", strings.TrimSuffix(strings.SplitN(next, "?", 2)[0], own))
+		}
+	}
+	s.deleteOwn(w, r, "app.bsky.feed.post", "delete the post")
+}
+
 // deleteOwn deletes the signed-in account's record of collection named by the form's uri.
 func (s *Server) deleteOwn(w http.ResponseWriter, r *http.Request, collection, what string) {
 	sess := s.signedIn(w, r)

@@ -224,6 +224,7 @@ func (s *Server) Handler() http.Handler {
 	r.Post("/unfollow", s.handleUnfollow)
 	r.Post("/block", s.handleBlock)
 	r.Post("/unblock", s.handleUnblock)
+	r.Post("/delete", s.handleDeletePost)
 	r.Post("/mute", s.handleMute)
 	r.Post("/unmute", s.handleUnmute)
 	r.Get("/notifications", s.handleNotifications)

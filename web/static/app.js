@@ -80,7 +80,12 @@
 
   document.addEventListener("submit", function (e) {
     var form = e.target;
-    if (window.fetch && window.CSS && form.closest(".actions")) {
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      e.preventDefault();
+      return;
+    }
+    // A deleted post leaves its page: that form is sent normally, to follow the redirect.
+    if (window.fetch && window.CSS && form.closest(".actions") && form.getAttribute("action") !== "/delete") {
       e.preventDefault();
       swapPost(form);
     }
