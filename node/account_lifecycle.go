@@ -57,24 +57,29 @@ func (n *Node) handleComAtprotoServerActivateAccount(w http.ResponseWriter, r *h
 	if err != nil {
 		return err
 	}
+	if err := n.activate(ctx, acct); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// activate makes a deactivated (or migrated-in) account active and tells the network.
+func (n *Node) activate(ctx context.Context, acct *account) error {
 	if acct.TakedownRef != "" {
 		return errTakendown
 	}
 	if err := n.checkIdentityPointsHere(ctx, syntax.DID(acct.DID)); err != nil {
 		return err
 	}
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE account SET deactivated_at = NULL, delete_after = NULL WHERE did = ?`, acct.DID)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if err := n.announceAccount(ctx, acct); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusOK)
-	return nil
+	return n.announceAccount(ctx, acct)
 }
 
 // announceAccount emits what consumers need after an account (re)appears here: #account

@@ -20,30 +20,56 @@ type webBackend struct{ n *Node }
 
 // Login checks credentials as createSession does, under the same rate limit.
 func (b webBackend) Login(ctx context.Context, identifier, password string) (string, string, error) {
-	n := b.n
-	if ok, _, _, _ := n.limiter.allow(strings.ToLower(identifier)+"\x00web", limitCreateSession5m, limitCreateSessionDay); !ok {
-		return "", "", web.ErrRateLimited
-	}
-	if identifier == "" || password == "" || len(password) > maxPasswordLen {
-		return "", "", web.ErrBadCredentials
-	}
-	acct, err := n.accountBy(ctx, identifier)
-	if errors.Is(err, errAccountNotFound) {
-		return "", "", web.ErrBadCredentials
-	}
+	acct, err := b.checkCredentials(ctx, identifier, password)
 	if err != nil {
 		return "", "", err
 	}
-	if _, _, err := n.checkLogin(ctx, acct, password); err != nil {
-		if errors.Is(err, errBadLogin) {
-			return "", "", web.ErrBadCredentials
-		}
-		return "", "", err
+	if acct.TakedownRef == "" && acct.DeactivatedAt != "" {
+		return "", "", web.ErrDeactivated
 	}
 	if !acct.Active() {
 		return "", "", fmt.Errorf("%w: account is %s", web.ErrBadCredentials, acct.Status())
 	}
 	return acct.DID, acct.Handle, nil
+}
+
+// Reactivate checks credentials as Login does and reactivates a deactivated account as
+// activateAccount does.
+func (b webBackend) Reactivate(ctx context.Context, identifier, password string) (string, string, error) {
+	acct, err := b.checkCredentials(ctx, identifier, password)
+	if err != nil {
+		return "", "", err
+	}
+	if err := b.n.activate(ctx, acct); err != nil {
+		return "", "", formError(err)
+	}
+	return acct.DID, acct.Handle, nil
+}
+
+// checkCredentials finds the account identifier names and checks password against it,
+// under createSession's rate limit.
+func (b webBackend) checkCredentials(ctx context.Context, identifier, password string) (*account, error) {
+	n := b.n
+	if ok, _, _, _ := n.limiter.allow(strings.ToLower(identifier)+"\x00web", limitCreateSession5m, limitCreateSessionDay); !ok {
+		return nil, web.ErrRateLimited
+	}
+	if identifier == "" || password == "" || len(password) > maxPasswordLen {
+		return nil, web.ErrBadCredentials
+	}
+	acct, err := n.accountBy(ctx, identifier)
+	if errors.Is(err, errAccountNotFound) {
+		return nil, web.ErrBadCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := n.checkLogin(ctx, acct, password); err != nil {
+		if errors.Is(err, errBadLogin) {
+			return nil, web.ErrBadCredentials
+		}
+		return nil, err
+	}
+	return acct, nil
 }
 
 // write applies one record write for did like the XRPC handlers: the account must be

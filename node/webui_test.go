@@ -309,4 +309,27 @@ func TestWebUIImagesProfileSettings(t *testing.T) {
 	if status, out, _ := getJSON(t, "GET", base+"/xrpc/com.atproto.sync.getRepoStatus?did="+quinn, "", nil); status != 200 || out["active"] != false {
 		t.Errorf("getRepoStatus after deactivation = %d %v", status, out)
 	}
+
+	// Signing in again offers to reactivate; that asks for the password once more.
+	q = newWebClient(t, base)
+	q.get("/signin")
+	if st, body := q.post("/signin", url.Values{"identifier": {"quinn.test"}, "password": {"password-quinn.test"}}); st != http.StatusForbidden || !strings.Contains(body, `action="/reactivate"`) {
+		t.Fatalf("sign in while deactivated = %d, want 403 with the reactivate form\n%s", st, body)
+	}
+	if st, _ := q.post("/reactivate", url.Values{"identifier": {"quinn.test"}, "password": {"nope"}}); st != http.StatusUnauthorized {
+		t.Errorf("reactivate with a wrong password = %d, want 401", st)
+	}
+	if status, out, _ := getJSON(t, "GET", base+"/xrpc/com.atproto.sync.getRepoStatus?did="+quinn, "", nil); status != 200 || out["active"] != false {
+		t.Errorf("getRepoStatus after a refused reactivation = %d %v", status, out)
+	}
+	if st, body := q.post("/reactivate", url.Values{"identifier": {"quinn.test"}, "password": {"password-quinn.test"}}); st != http.StatusSeeOther {
+		t.Fatalf("reactivate = %d\n%s", st, body)
+	}
+	if status, out, _ := getJSON(t, "GET", base+"/xrpc/com.atproto.sync.getRepoStatus?did="+quinn, "", nil); status != 200 || out["active"] != true {
+		t.Errorf("getRepoStatus after reactivation = %d %v", status, out)
+	}
+	q.get("/")
+	if st, body := q.post("/compose", url.Values{"text": {"back again"}, "next": {"/"}}); st != http.StatusSeeOther {
+		t.Errorf("post after reactivation = %d\n%s", st, body)
+	}
 }

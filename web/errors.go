@@ -10,6 +10,9 @@ var (
 	// ErrRateLimited is returned by Backend.Login when the sign-in rate limit (shared with
 	// com.atproto.server.createSession) is exhausted.
 	ErrRateLimited = errors.New("too many attempts")
+	// ErrDeactivated is returned by Backend.Login for the right credentials of an account
+	// its owner deactivated: the sign-in page then offers Backend.Reactivate.
+	ErrDeactivated = errors.New("account is deactivated")
 )
 
 // FormError is a refusal the person filling in a form can act on (a taken handle, a short

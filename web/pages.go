@@ -65,6 +65,9 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	did, handle, err := s.backend.Login(r.Context(), id, password)
 	switch {
+	case errors.Is(err, ErrDeactivated):
+		s.render(w, r, http.StatusForbidden, "signin", &page{Title: "Reactivate your account", Identifier: id, Reactivate: true})
+		return
 	case errors.Is(err, ErrBadCredentials):
 		fail(http.StatusUnauthorized, "Wrong handle or password.")
 		return
@@ -74,6 +77,40 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.log.ErrorContext(r.Context(), "sign in", "err", err)
 		fail(http.StatusInternalServerError, "Signing in is not possible right now. Try again later.")
+		return
+	}
+	s.signIn(w, st, did, handle)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// handleReactivate reactivates a deactivated account from the sign-in page, asking for
+// the password again rather than carrying it in the page.
+func (s *Server) handleReactivate(w http.ResponseWriter, r *http.Request) {
+	st := stateFrom(r.Context())
+	id := strings.TrimPrefix(strings.TrimSpace(r.PostForm.Get("identifier")), "@")
+	password := r.PostForm.Get("password")
+	fail := func(status int, msg string) {
+		s.render(w, r, status, "signin", &page{Title: "Reactivate your account", Identifier: id, Reactivate: true, Error: msg})
+	}
+	if id == "" || password == "" {
+		fail(http.StatusBadRequest, "Enter your handle or email and your password.")
+		return
+	}
+	did, handle, err := s.backend.Reactivate(r.Context(), id, password)
+	var fe *FormError
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		fail(http.StatusUnauthorized, "Wrong handle or password.")
+		return
+	case errors.Is(err, ErrRateLimited):
+		fail(http.StatusTooManyRequests, "Too many sign-in attempts. Wait a few minutes and try again.")
+		return
+	case errors.As(err, &fe):
+		fail(http.StatusBadRequest, fe.Message)
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "reactivate account", "err", err)
+		fail(http.StatusInternalServerError, "Reactivating is not possible right now. Try again later.")
 		return
 	}
 	s.signIn(w, st, did, handle)

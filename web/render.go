@@ -31,6 +31,8 @@ type page struct {
 	Notice string
 
 	Identifier string // sign-in and sign-up forms
+	// Reactivate turns the sign-in form into the one that reactivates a deactivated account.
+	Reactivate bool
 
 	// The sign-up form.
 	Email          string

@@ -168,7 +168,7 @@ func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request) {
 	}
 	s.signOut(w, stateFrom(r.Context()))
 	s.render(w, r, http.StatusOK, "error", &page{Title: "Account deactivated",
-		Message: "Your account is deactivated: your posts are hidden and the network is told. Ask the operator of this server to reactivate it."})
+		Message: "Your account is deactivated: your posts are hidden and the network is told. Sign in again to reactivate it."})
 }
 
 func (s *Server) handleRequestDelete(w http.ResponseWriter, r *http.Request) {

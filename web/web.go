@@ -78,6 +78,9 @@ type Backend interface {
 	// ErrBadCredentials for wrong credentials or an account that cannot sign in, and one
 	// wrapping ErrRateLimited when the createSession rate limit is exhausted.
 	Login(ctx context.Context, identifier, password string) (did, handle string, err error)
+	// Reactivate checks credentials as Login does, then reactivates the account its owner
+	// deactivated (as com.atproto.server.activateAccount) and returns it.
+	Reactivate(ctx context.Context, identifier, password string) (did, handle string, err error)
 	// CreateRecord writes record to collection in did's repo under a new TID and returns
 	// its URI and CID once the AppView has indexed it (read-after-write). A record the
 	// lexicon refuses is an error wrapping a *FormError.
@@ -211,6 +214,7 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/", s.handleHome)
 	r.Get("/signin", s.handleSignInForm)
 	r.Post("/signin", s.handleSignIn)
+	r.Post("/reactivate", s.handleReactivate)
 	r.Post("/signout", s.handleSignOut)
 	r.Get("/signup", s.handleSignUpForm)
 	r.Post("/signup", s.handleSignUp)

@@ -295,6 +295,11 @@ func (n *testNode) DeactivateAccount(_ context.Context, did string) error {
 	return nil
 }
 
+// Reactivate implements Backend; the node's own tests cover deactivated accounts.
+func (n *testNode) Reactivate(ctx context.Context, id, password string) (string, string, error) {
+	return n.Login(ctx, id, password)
+}
+
 // RequestAccountDelete implements Backend: the code is always "123456".
 func (n *testNode) RequestAccountDelete(context.Context, string) error { return nil }
 
