@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,15 +61,21 @@ func byText(kind, text string) string {
 	return fmt.Sprintf(`(//%s[contains(., %s)])[1]`, kind, xq(text))
 }
 
-// testPNG writes a small striped PNG to dir and returns its path.
+// testPNG writes a striped PNG to dir and returns its path. Its noise makes it about
+// 2.9 MB, three times what an image may be, so the page must shrink it before sending.
 func testPNG(t *testing.T, dir string) string {
-	img := image.NewRGBA(image.Rect(0, 0, 320, 200))
-	for y := range 200 {
-		for x := range 320 {
-			c := color.RGBA{R: uint8(x * 255 / 320), G: 90, B: uint8(y * 255 / 200), A: 255}
-			if (x/40+y/40)%2 == 0 {
+	const w, h = 1200, 800
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	noise := rand.New(rand.NewPCG(1, 2))
+	for y := range h {
+		for x := range w {
+			c := color.RGBA{R: uint8(x * 200 / w), G: 90, B: uint8(y * 200 / h), A: 255}
+			if (x/150+y/150)%2 == 0 {
 				c.G = 200
 			}
+			c.R += uint8(noise.IntN(50))
+			c.G += uint8(noise.IntN(50))
+			c.B += uint8(noise.IntN(50))
 			img.Set(x, y, c)
 		}
 	}
@@ -80,6 +87,9 @@ func testPNG(t *testing.T, dir string) string {
 	defer f.Close()
 	if err := png.Encode(f, img); err != nil {
 		t.Fatal(err)
+	}
+	if st, err := f.Stat(); err != nil || st.Size() <= 1_000_000 {
+		t.Fatalf("test image is %v bytes (%v), want over the 1 MB limit", st.Size(), err)
 	}
 	return p
 }

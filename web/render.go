@@ -109,6 +109,8 @@ type replyItem struct {
 }
 
 var funcs = template.FuncMap{
+	// maxImageBytes tells the page's script when to shrink an image before sending it.
+	"maxImageBytes": func() int { return maxImageBytes },
 	"quoteOf": func(p *Post) *Quoted { return &Quoted{Author: p.Author, Segments: p.Segments, Link: p.Link} },
 	// slots numbers the compose form's image description fields from 1.
 	"slots": func(n int) []int {

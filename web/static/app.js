@@ -53,6 +53,50 @@
     update();
   });
 
+  // Images over the server's limit (data-max-bytes) are shrunk here, as a phone's photo
+  // usually is: scaled to at most 2000 px and re-encoded as JPEG at falling quality until
+  // it fits. The form cannot be sent meanwhile; a browser that cannot do it sends the
+  // original, which the server refuses with a clear message.
+  function shrink(file, maxBytes) {
+    if (file.size <= maxBytes || !window.createImageBitmap || !HTMLCanvasElement.prototype.toBlob) {
+      return Promise.resolve(file);
+    }
+    return createImageBitmap(file).then(function (bmp) {
+      var scale = Math.min(1, 2000 / Math.max(bmp.width, bmp.height));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.round(bmp.width * scale);
+      canvas.height = Math.round(bmp.height * scale);
+      canvas.getContext("2d").drawImage(bmp, 0, 0, canvas.width, canvas.height);
+      function encode(quality) {
+        return new Promise(function (done) { canvas.toBlob(done, "image/jpeg", quality); }).then(function (blob) {
+          if (!blob) return file;
+          if (blob.size > maxBytes && quality > 0.35) return encode(quality - 0.15);
+          var name = file.name.replace(/\.[^.]*$/, "") + ".jpg";
+          return new File([blob], name, { type: "image/jpeg" });
+        });
+      }
+      return encode(0.85);
+    }).catch(function () { return file; });
+  }
+  document.querySelectorAll("input[type=file][data-max-bytes]").forEach(function (input) {
+    var maxBytes = parseInt(input.dataset.maxBytes, 10);
+    var button = input.form.querySelector("button[type=submit]");
+    input.addEventListener("change", function () {
+      var files = Array.prototype.slice.call(input.files || []);
+      if (!window.DataTransfer || !files.some(function (f) { return f.size > maxBytes; })) return;
+      button.disabled = true;
+      input.setCustomValidity("Shrinking images…");
+      Promise.all(files.map(function (f) { return shrink(f, maxBytes); })).then(function (out) {
+        var dt = new DataTransfer();
+        out.forEach(function (f) { dt.items.add(f); });
+        input.files = dt.files;
+        input.setCustomValidity("");
+        button.disabled = false;
+        input.dispatchEvent(new Event("change"));
+      });
+    });
+  });
+
   // Like and repost without leaving the page: send the form, read the page it returns to
   // and swap in the post's new counts. Any failure falls back to a normal submit.
   function swapPost(form) {
