@@ -16,12 +16,12 @@ const maxKeptCorkBuffer = 256 << 10
 // corkConn lets a stream write a whole batch of WebSocket messages with one system call.
 // coder/websocket flushes after every message, so with hundreds of subscribers one write(2)
 // per event per subscriber dominates the CPU (a naive design measured 333 events/s at 1,000
-// subscribers). Instead the firehose frames the events itself and hands the batch to
-// writeBatch: on TCP it goes out as one writev straight from the shared event frames, with
-// no copy per subscriber in user space. The library's own writes (pings, pongs, close and
-// error frames) pass straight through Write. Both take the same mutex, so a batch never
-// interleaves with a control frame: the library writes each of those with one Write, as its
-// 4 KiB buffer holds any control frame whole.
+// subscribers). Instead the firehose hands writeBatch whole WebSocket messages, framed once
+// for all streams by the window: on TCP they go out as one writev straight from the shared
+// buffers, with no copy per subscriber in user space. The library's own writes (pings,
+// pongs, close and error frames) pass straight through Write. Both take the same mutex, so
+// a batch never interleaves with a control frame: the library writes each of those with
+// one Write, as its 4 KiB buffer holds any control frame whole.
 type corkConn struct {
 	net.Conn
 	timeout time.Duration // deadline for each real write: a stuck client cannot hold us
@@ -30,6 +30,9 @@ type corkConn struct {
 
 	mu  sync.Mutex
 	buf []byte
+	// bufs holds writeBatch's argument while WriteTo consumes it: as a field it costs no
+	// allocation, where a parameter's address would escape.
+	bufs net.Buffers
 }
 
 func newCorkConn(conn net.Conn, timeout time.Duration) *corkConn {
@@ -67,7 +70,10 @@ func (c *corkConn) writeBatch(bufs net.Buffers) error {
 		return err
 	}
 	if c.vectored {
-		if _, err := bufs.WriteTo(c.Conn); err != nil {
+		c.bufs = bufs
+		_, err := c.bufs.WriteTo(c.Conn)
+		c.bufs = nil
+		if err != nil {
 			return fmt.Errorf("write batch: %w", err)
 		}
 		return nil

@@ -43,6 +43,9 @@ const (
 	// write for long.
 	slowReadBytes = 4 << 10
 	slowReadEvery = 100 * time.Millisecond
+	// fanoutReadBuffer holds a whole batch write of the server (about 100 events every
+	// 50 ms), so a client takes each in one read(2) rather than two or three.
+	fanoutReadBuffer = 64 << 10
 )
 
 // BenchmarkFanout is workload W4: ~500-byte events at 2,000/s to N healthy WebSocket clients
@@ -66,9 +69,9 @@ func benchFanout(b *testing.B, subs, rate int) {
 	perTick := rate / int(time.Second/fanoutTick)
 	var warm int // events submitted before the measured load
 	// The slow client holds a batch write for seconds on purpose; the default write
-	// timeout would drop it before it can be told ConsumerTooSlow.
+	// timeout, or a ping's pong timeout, would drop it before it can be told ConsumerTooSlow.
 	h := start(b, openSeq(b, filepath.Join(b.TempDir(), "relay.sqlite"), DefaultConfig()),
-		func(fh *Firehose) { fh.writeTimeout = 5 * time.Minute })
+		func(fh *Firehose) { fh.writeTimeout, fh.pingInterval = 5*time.Minute, 5*time.Minute })
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutClientProcess$")
 	cmd.Env = append(os.Environ(), fanoutAddrEnv+"="+strings.TrimPrefix(h.srv.URL, "http://"),
@@ -148,6 +151,10 @@ warmup:
 			tick()
 		}
 	}
+	// Warm-up events still being submitted would be sequenced after from is read, and a
+	// client could get one before it is told from: it would not count it, and look
+	// incomplete.
+	submits.Wait()
 	from := h.seq.LastSeq() + 1
 	fmt.Fprintf(stdin, "from %d\n", from)
 	expect("from")
@@ -381,7 +388,7 @@ var commitHeader = appendMessageHeader(nil, KindCommit)
 // run reads until the connection ends. With trickle set it reads slowReadBytes every
 // slowReadEvery until trickle is closed, then as fast as it can.
 func (c *fanoutClient) run(trickle <-chan struct{}) {
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, fanoutReadBuffer)
 	held := 0
 	var pace *time.Ticker
 	if trickle != nil {
@@ -497,35 +504,35 @@ func (c *fanoutClient) event(frame []byte, at time.Time) error {
 // seqAndTime walks a #commit body map for its seq and time without allocating. DAG-CBOR
 // orders keys by length first, so both come before the large blocks field.
 func seqAndTime(body []byte) (int64, []byte, error) {
-	major, n, rest, err := readHead(body)
-	if err != nil || major != majMap {
+	major, n, i, ok := cborHead(body, 0)
+	if !ok || major != majMap {
 		return 0, nil, errors.New("body is not a map")
 	}
 	var seq int64
 	var ts []byte
 	for range n {
-		major, kn, r, err := readHead(rest)
-		if err != nil || major != majText || kn > uint64(len(r)) {
+		major, kn, k, ok := cborHead(body, i)
+		if !ok || major != majText || kn > uint64(len(body)-k) {
 			return 0, nil, errors.New("bad body key")
 		}
-		key := r[:kn]
-		rest = r[kn:]
+		key := body[k : k+int(kn)]
+		i = k + int(kn)
 		switch string(key) {
 		case "seq":
-			var v uint64
-			if _, v, rest, err = readHead(rest); err != nil {
-				return 0, nil, err
+			major, v, j, ok := cborHead(body, i)
+			if !ok || major != majUint {
+				return 0, nil, errors.New("bad seq")
 			}
-			seq = int64(v)
+			seq, i = int64(v), j
 		case "time":
-			var tn uint64
-			if _, tn, rest, err = readHead(rest); err != nil || tn > uint64(len(rest)) {
+			major, tn, j, ok := cborHead(body, i)
+			if !ok || major != majText || tn > uint64(len(body)-j) {
 				return 0, nil, errors.New("bad time")
 			}
-			ts, rest = rest[:tn], rest[tn:]
+			ts, i = body[j:j+int(tn)], j+int(tn)
 		default:
-			if rest, err = skipItem(rest); err != nil {
-				return 0, nil, err
+			if i, ok = skipItem(body, i); !ok {
+				return 0, nil, errors.New("bad body value")
 			}
 		}
 		if seq != 0 && ts != nil {
@@ -535,32 +542,53 @@ func seqAndTime(body []byte) (int64, []byte, error) {
 	return 0, nil, errors.New("body lacks seq or time")
 }
 
-// skipItem returns b after its first CBOR item.
-func skipItem(b []byte) ([]byte, error) {
-	major, n, rest, err := readHead(b)
-	if err != nil {
-		return nil, err
+// cborHead reads the CBOR item head at b[i:]: major type, argument, and the index after the
+// head. It is readHead by index, for the client's per-event walk.
+func cborHead(b []byte, i int) (major byte, n uint64, next int, ok bool) {
+	if i >= len(b) {
+		return 0, 0, 0, false
 	}
-	switch major {
-	case majBytes, majText:
-		if n > uint64(len(rest)) {
-			return nil, io.ErrUnexpectedEOF
+	major, info := b[i]>>5, b[i]&0x1f
+	rest := b[i+1:]
+	switch {
+	case info < 24:
+		return major, uint64(info), i + 1, true
+	case info == 24 && len(rest) >= 1:
+		return major, uint64(rest[0]), i + 2, true
+	case info == 25 && len(rest) >= 2:
+		return major, uint64(binary.BigEndian.Uint16(rest)), i + 3, true
+	case info == 26 && len(rest) >= 4:
+		return major, uint64(binary.BigEndian.Uint32(rest)), i + 5, true
+	case info == 27 && len(rest) >= 8:
+		return major, binary.BigEndian.Uint64(rest), i + 9, true
+	}
+	return 0, 0, 0, false
+}
+
+// skipItem returns the index after the whole CBOR item at b[i:], walking nested items
+// with a count of those still to skip rather than recursion.
+func skipItem(b []byte, i int) (int, bool) {
+	for pending := uint64(1); pending > 0; pending-- {
+		major, n, j, ok := cborHead(b, i)
+		if !ok || n > uint64(len(b)) { // no item holds more than the frame's bytes
+			return 0, false
 		}
-		return rest[n:], nil
-	case majArray, majMap:
-		items := n
-		if major == majMap {
-			items *= 2
-		}
-		for range items {
-			if rest, err = skipItem(rest); err != nil {
-				return nil, err
+		switch major {
+		case majBytes, majText:
+			if n > uint64(len(b)-j) {
+				return 0, false
 			}
+			j += int(n)
+		case majArray:
+			pending += n
+		case majMap:
+			pending += 2 * n
+		case majTag:
+			pending++
 		}
-	case majTag:
-		return skipItem(rest)
+		i = j
 	}
-	return rest, nil
+	return i, true
 }
 
 // wsDial opens a firehose WebSocket by hand, reading the 101 response byte by byte so
@@ -588,4 +616,34 @@ func wsDial(t testing.TB, addr string) net.Conn {
 		t.Fatalf("handshake: %q", resp)
 	}
 	return c
+}
+
+// TestFanoutClientParse checks the benchmark client's frame walk against DecodeFrame, so
+// that its order and lag figures rest on the real seq and time, and that every truncation
+// of a frame is an error rather than a panic or a wrong answer.
+func TestFanoutClientParse(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{0, 20, 380, 70_000} {
+		ev := sequenced(t, commitEvent("did:plc:a", size, size), int64(size)+1)
+		want, err := DecodeFrame(ev.frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, ok := bytes.CutPrefix(ev.frame, commitHeader)
+		if !ok {
+			t.Fatalf("size %d: frame lacks the #commit header", size)
+		}
+		seq, ts, err := seqAndTime(body)
+		if err != nil || seq != want.Seq || string(ts) != want.Commit.Time {
+			t.Errorf("seqAndTime(size %d) = %d, %q, %v; want %d, %q", size, seq, ts, err, want.Seq, want.Commit.Time)
+		}
+		// Cut before the time string ends: everything shorter must fail.
+		end := bytes.Index(body, []byte(want.Commit.Time)) + len(want.Commit.Time)
+		for n := range end {
+			if _, _, err := seqAndTime(body[:n]); err == nil {
+				t.Errorf("seqAndTime(size %d, first %d of %d bytes) = nil error", size, n, end)
+				break
+			}
+		}
+	}
 }

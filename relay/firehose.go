@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,9 +19,9 @@ import (
 )
 
 const (
-	// pingInterval is how often an idle stream checks its client is alive; proxies commonly
-	// drop connections silent for 60 s.
-	pingInterval = 30 * time.Second
+	// defaultPingInterval is how often an idle stream checks its client is alive; proxies
+	// commonly drop connections silent for 60 s.
+	defaultPingInterval = 30 * time.Second
 	// pongTimeout is how long a client may take to answer a ping before it is dropped.
 	pongTimeout = 15 * time.Second
 	// defaultWriteTimeout bounds one batch write: a client whose TCP window stays shut this long is
@@ -58,6 +56,9 @@ type Firehose struct {
 	// writeTimeout is defaultWriteTimeout; tests that stall a client on purpose raise it so
 	// a loaded machine does not turn their cut-off into a timeout.
 	writeTimeout time.Duration
+	// pingInterval is defaultPingInterval; the same tests raise it, since a ping waits
+	// behind the stalled batch write and its pong timeout would drop the client first.
+	pingInterval time.Duration
 
 	mu sync.Mutex
 	// runCtx is Run's context while Run runs, nil otherwise. It is kept (against our usual
@@ -67,6 +68,7 @@ type Firehose struct {
 	streams sync.WaitGroup
 	// active counts the streams writing events, which sets their flush interval.
 	active atomic.Int64
+	clock  flushClock
 }
 
 // Scope says which events of the log a Firehose serves.
@@ -81,7 +83,8 @@ const (
 
 // NewFirehose returns a firehose serving seq's stream within scope. It starts no goroutine.
 func NewFirehose(seq *Sequencer, scope Scope, log *slog.Logger) *Firehose {
-	return &Firehose{seq: seq, scope: scope, log: log.With("component", "firehose"), writeTimeout: defaultWriteTimeout}
+	return &Firehose{seq: seq, scope: scope, log: log.With("component", "firehose"),
+		writeTimeout: defaultWriteTimeout, pingInterval: defaultPingInterval}
 }
 
 // Run accepts streams until ctx ends, then closes them all and returns nil once every stream
@@ -184,7 +187,7 @@ func (f *Firehose) stream(parent context.Context, conn *websocket.Conn, cc *cork
 	})
 	wg.Go(func() {
 		defer cancel()
-		t := time.NewTicker(pingInterval)
+		t := time.NewTicker(f.pingInterval)
 		defer t.Stop()
 		for {
 			select {
@@ -237,16 +240,16 @@ func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc 
 	}
 	f.active.Add(1)
 	defer f.active.Add(-1)
-	linger := time.NewTimer(0)
-	defer linger.Stop()
-	var b frameBatch
+	var tick <-chan struct{} // nil before the first write, which goes out at once
 	for {
-		select {
-		case <-linger.C:
-		case <-ctx.Done():
-			return websocket.StatusGoingAway, "server shutting down"
+		if tick != nil {
+			select {
+			case <-tick:
+			case <-ctx.Done():
+				return websocket.StatusGoingAway, "server shutting down"
+			}
 		}
-		evs, err := sub.Next(ctx)
+		bufs, err := sub.nextWire(ctx)
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrConsumerTooSlow):
@@ -258,8 +261,8 @@ func (f *Firehose) write(ctx, connCtx context.Context, conn *websocket.Conn, cc 
 			f.log.Error("reading the relay log for a firehose stream", "err", err)
 			return fail("InternalError", "")
 		}
-		linger.Reset(f.flushInterval())
-		if err := cc.writeBatch(b.frame(evs)); err != nil {
+		tick = f.clock.next(f.flushInterval())
+		if err := cc.writeBatch(bufs); err != nil {
 			return broken, ""
 		}
 	}
@@ -274,37 +277,35 @@ func (f *Firehose) flushInterval() time.Duration {
 	return min(max(d, minFlushInterval), maxFlushInterval)
 }
 
-// frameBatch frames events as WebSocket binary messages for one stream. The frame bytes
-// are the events' own, shared by every stream; only the 2-to-10-byte headers are per
-// stream, so on TCP a batch costs no copy of the events until the kernel's.
-type frameBatch struct {
-	headers []byte
-	bufs    net.Buffers
+// flushClock paces the streams' batch writes with one timer for all of them instead of one
+// each. Streams that wrote in the same period wake together on the next tick, so a thousand
+// streams cost one timer and one channel close per period, and their writes leave in a
+// burst that keeps the threads of both ends busy, rather than as a steady trickle in
+// which each write may wake an idle thread on either side.
+type flushClock struct {
+	mu sync.Mutex
+	// tick is closed by the pending timer; nil when none is pending, so an idle firehose
+	// keeps no timer running.
+	tick chan struct{}
 }
 
-// frame returns the header and frame of every event, in order, for corkConn.writeBatch.
-// The result is valid until the next call.
-func (b *frameBatch) frame(evs []*Event) net.Buffers {
-	// headers must not move once sliced into bufs, so it is sized first.
-	b.headers = slices.Grow(b.headers[:0], maxFrameHeader*len(evs))
-	b.bufs = b.bufs[:0]
-	for _, ev := range evs {
-		at := len(b.headers)
-		b.headers = appendFrameHeader(b.headers, len(ev.frame))
-		b.bufs = append(b.bufs, b.headers[at:], ev.frame)
+// next returns a channel closed d from now, or sooner when another stream already started
+// the period: it is shared by every stream that asks before it closes.
+func (c *flushClock) next(d time.Duration) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tick == nil {
+		tick := make(chan struct{})
+		c.tick = tick
+		time.AfterFunc(d, func() {
+			c.mu.Lock()
+			c.tick = nil
+			c.mu.Unlock()
+			close(tick)
+		})
 	}
-	if len(evs) > keptBatchEvents {
-		bufs := b.bufs
-		*b = frameBatch{}
-		return bufs
-	}
-	return b.bufs
+	return c.tick
 }
-
-// keptBatchEvents bounds the batch whose buffers a stream keeps for the next one: a stream
-// catching up writes up to nextMaxEvents at once, and 50 KiB of buffers kept by each of
-// a thousand idle streams would add up.
-const keptBatchEvents = 256
 
 // maxFrameHeader is the longest server-to-client WebSocket frame header: no mask, a 64-bit
 // length (RFC 6455 §5.2).

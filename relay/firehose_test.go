@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -188,8 +189,11 @@ func TestFirehoseSlowConsumer(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.WindowEvents = 256
 	// The slow client reads only after all chunks are sent; on a loaded machine that takes
-	// longer than the default write timeout, which would close it before the error frame.
-	h := start(t, openSeq(t, filepath.Join(t.TempDir(), "relay.sqlite"), cfg), func(fh *Firehose) { fh.writeTimeout = 5 * time.Minute })
+	// longer than the default write timeout, or a ping's pong timeout, either of which
+	// would close it before the error frame.
+	h := start(t, openSeq(t, filepath.Join(t.TempDir(), "relay.sqlite"), cfg), func(fh *Firehose) {
+		fh.writeTimeout, fh.pingInterval = 5*time.Minute, 5*time.Minute
+	})
 	slow := dial(t, h, "")
 	healthy := dial(t, h, "")
 	// Enough bytes to fill the slow client's socket buffers many times over.
@@ -432,4 +436,38 @@ func TestFirehoseFrameLengths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFlushClock: streams that ask for the next tick within one period share it, it comes
+// the period after the first asked, and the next period starts only when asked for.
+func TestFlushClock(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var c flushClock
+		start := time.Now()
+		first := c.next(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
+		if second := c.next(10 * time.Millisecond); second != first {
+			t.Error("next within a period returned a new channel, want the pending one")
+		}
+		<-first
+		if d := time.Since(start); d != 50*time.Millisecond {
+			t.Errorf("tick after %v, want 50ms", d)
+		}
+		c.mu.Lock()
+		idle := c.tick == nil
+		c.mu.Unlock()
+		if !idle {
+			t.Error("a tick is pending after the period ended with no one asking")
+		}
+		next := c.next(10 * time.Millisecond)
+		if next == first {
+			t.Fatal("next after a tick returned the closed channel")
+		}
+		start = time.Now()
+		<-next
+		if d := time.Since(start); d != 10*time.Millisecond {
+			t.Errorf("tick after %v, want 10ms", d)
+		}
+	})
 }

@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
 )
 
 // Live is the cursor that asks Subscribe for new events only, with no replay.
@@ -15,6 +17,11 @@ const (
 	// (and one log read) to a few MiB.
 	nextMaxEvents = 1024
 	nextMaxBytes  = 4 << 20
+	// keptWireBuffers bounds the buffer list a firehose stream keeps between batches: a
+	// live batch is a few runs of adjacent events, but one that interleaves remote events
+	// with local ones can take a buffer per event, which a thousand idle streams should
+	// not each hold on to.
+	keptWireBuffers = 64
 )
 
 // Subscription reads the stream from a cursor: first from the log, then from the live window
@@ -34,6 +41,10 @@ type Subscription struct {
 	pos      uint64 // absolute window position of the next event
 	outdated bool
 	buf      []*Event
+	// wire is a raw subscription's batch of WebSocket messages: slices of the window's
+	// shared chunks, or of replay, where events read from the log are framed.
+	wire   net.Buffers
+	replay []byte
 }
 
 // Subscribe returns a subscription to every event with seq > cursor, or with cursor Live
@@ -75,82 +86,118 @@ func (sub *Subscription) Outdated() bool { return sub.outdated }
 // firehose stream) ErrConsumerTooSlow.
 func (sub *Subscription) Next(ctx context.Context) ([]*Event, error) {
 	sub.buf = sub.buf[:0]
+	if err := sub.next(ctx); err != nil {
+		return nil, err
+	}
+	return sub.buf, nil
+}
+
+// nextWire is Next for a raw subscription (the firehose): it returns the next events as
+// whole WebSocket binary messages, ready to write. The buffers are read-only (most are
+// shared with every other stream) and valid until the next call; the list itself is the
+// caller's to consume, as net.Buffers.WriteTo does.
+func (sub *Subscription) nextWire(ctx context.Context) (net.Buffers, error) {
+	if cap(sub.wire) > keptWireBuffers {
+		sub.wire = nil
+	}
+	sub.wire = sub.wire[:0]
+	if err := sub.next(ctx); err != nil {
+		return nil, err
+	}
+	return sub.wire, nil
+}
+
+// next waits for at least one event and puts the next ones in sub.buf, or for a raw
+// subscription in sub.wire, both empty on entry.
+func (sub *Subscription) next(ctx context.Context) error {
 	for {
 		select {
 		case <-sub.s.stopped:
-			return nil, ErrClosed
+			return ErrClosed
 		default:
 		}
 		if !sub.live {
 			if pos, ok := sub.s.win.positionAfter(sub.last); ok {
 				sub.live, sub.pos = true, pos
+				sub.replay = nil // a stream that caught up has no more use for it
 				continue
 			}
-			evs, scanned, err := sub.readLog(ctx)
+			n, scanned, err := sub.readLog(ctx)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if scanned > sub.last {
 				sub.last = scanned
 			}
-			if len(evs) > 0 {
-				return evs, nil
+			if n > 0 {
+				return nil
 			}
 			// Nothing to deliver: the rows read were all remote, or the window evicted
 			// something after last that the log no longer has (a pruning race, which
 			// readLog reports next time).
 			continue
 		}
-		evs, pos, wake, st := sub.s.win.read(sub.buf, sub.pos, nextMaxEvents, nextMaxBytes)
+		n, wake, st := sub.readWindow()
 		switch st {
 		case readClosed:
-			return nil, ErrClosed
+			return ErrClosed
 		case readLagged:
 			if sub.cutOff {
-				return nil, ErrConsumerTooSlow
+				return ErrConsumerTooSlow
 			}
 			sub.live = false
 			continue
 		}
-		sub.buf, sub.pos = evs, pos
-		// LastSeq moves before the window is appended to, so a subscription that started
-		// from a cursor in that instant sits at a position that is then filled with events
-		// it has already had from the cursor: skip them.
-		for len(evs) > 0 && evs[0].Seq <= sub.last {
-			evs = evs[1:]
-		}
-		if len(evs) > 0 {
-			sub.last = evs[len(evs)-1].Seq
-		}
-		if sub.localOnly {
-			evs = dropRemote(evs)
-		}
-		if len(evs) > 0 {
-			return evs, nil
+		if n > 0 {
+			return nil
 		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }
 
-// dropRemote filters evs in place down to local events.
-func dropRemote(evs []*Event) []*Event {
+// readWindow takes what the window holds from sub.pos on and returns how many events it
+// delivers and, when none, the channel to wait on.
+func (sub *Subscription) readWindow() (int, <-chan struct{}, windowRead) {
+	if sub.raw {
+		bufs, r, wake, st := sub.s.win.readWire(sub.wire, sub.pos, sub.last, sub.localOnly, nextMaxEvents, nextMaxBytes)
+		sub.wire, sub.pos, sub.last = bufs, r.pos, r.last
+		return r.n, wake, st
+	}
+	evs, pos, wake, st := sub.s.win.read(sub.buf, sub.pos, nextMaxEvents, nextMaxBytes)
+	if st != readOK {
+		return 0, nil, st
+	}
+	sub.pos = pos
+	// LastSeq moves before the window is appended to, so a subscription that started
+	// from a cursor in that instant sits at a position that is then filled with events
+	// it has already had from the cursor: skip them.
 	out := evs[:0]
 	for _, ev := range evs {
-		if !ev.Remote {
-			out = append(out, ev)
+		if ev.Seq <= sub.last {
+			continue
 		}
+		sub.last = ev.Seq
+		if sub.localOnly && ev.Remote {
+			continue
+		}
+		out = append(out, ev)
 	}
-	return out
+	sub.buf = out
+	return len(out), wake, readOK
 }
 
-// readLog reads the next events after sub.last from the log, in one snapshot, and returns
-// them with the highest seq it read (remote rows a localOnly subscription skips count too).
-func (sub *Subscription) readLog(ctx context.Context) ([]*Event, int64, error) {
+// readLog reads the next events after sub.last from the log, in one snapshot, into sub.buf
+// (a raw subscription frames them into sub.replay, which becomes sub.wire's one buffer). It
+// returns how many it delivers and the highest seq it read (remote rows a localOnly
+// subscription skips count too).
+func (sub *Subscription) readLog(ctx context.Context) (int, int64, error) {
 	evs := sub.buf[:0]
+	replay := sub.replay[:0]
+	var n int
 	var scanned int64
 	err := sub.s.db.Read(ctx, func(tx *sql.Tx) error {
 		var pruned int64
@@ -175,7 +222,7 @@ func (sub *Subscription) readLog(ctx context.Context) ([]*Event, int64, error) {
 		for rows.Next() {
 			var seq int64
 			var remote bool
-			var frame []byte
+			var frame sql.RawBytes // copied below, before the next row overwrites it
 			if err := rows.Scan(&seq, &remote, &frame); err != nil {
 				return fmt.Errorf("read log: %w", err)
 			}
@@ -183,14 +230,17 @@ func (sub *Subscription) readLog(ctx context.Context) ([]*Event, int64, error) {
 			if remote && sub.localOnly {
 				continue
 			}
-			ev := &Event{Seq: seq, frame: frame}
-			if !sub.raw {
-				if ev, err = DecodeFrame(frame); err != nil {
+			n++
+			if sub.raw {
+				replay = append(appendFrameHeader(replay, len(frame)), frame...)
+			} else {
+				ev, err := DecodeFrame(bytes.Clone(frame))
+				if err != nil {
 					return fmt.Errorf("decode logged seq %d: %w", seq, err)
 				}
+				ev.Remote = remote
+				evs = append(evs, ev)
 			}
-			ev.Remote = remote
-			evs = append(evs, ev)
 			if size += len(frame); size >= nextMaxBytes {
 				break
 			}
@@ -201,8 +251,11 @@ func (sub *Subscription) readLog(ctx context.Context) ([]*Event, int64, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("replay after seq %d: %w", sub.last, err)
+		return 0, 0, fmt.Errorf("replay after seq %d: %w", sub.last, err)
 	}
-	sub.buf = evs
-	return evs, scanned, nil
+	sub.buf, sub.replay = evs, replay
+	if sub.raw && n > 0 {
+		sub.wire = append(sub.wire, replay)
+	}
+	return n, scanned, nil
 }
