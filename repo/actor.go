@@ -34,9 +34,15 @@ type actor struct {
 	// query it. Commits load and store it under mu; Head only loads it.
 	cur atomic.Pointer[head]
 	// garbage counts the nodes this session's commits put on the garbage list (migration
-	// 0003) since it was last emptied; a rolled-back commit may leave it too high, which
-	// only costs an early collection. Guarded by mu.
+	// 0003) since it was last emptied, fresh those they put in the fresh table (migration
+	// 0004); a rolled-back commit may leave them too high, which only costs an early
+	// collection. Guarded by mu.
 	garbage int
+	fresh   int
+	// listed holds the CIDs on the garbage list, nil when unknown (read again by the next
+	// commit): a commit that writes a node again must take it off the list, and only a
+	// listed node can be both new to the tree and stored already. Guarded by mu.
+	listed map[cid.Cid]struct{}
 }
 
 // currentHead returns the head as of tx's start: the cached one when valid, else the root
@@ -77,15 +83,18 @@ func (a *actor) latestHead(ctx context.Context) (head, error) {
 	return h, nil
 }
 
-// WAL checkpointing. A commit on a repo of 10k records appends about 20 pages to the WAL;
+// WAL checkpointing. A commit on a repo of 10k records appends about 11 pages to the WAL;
 // SQLite's automatic checkpoint would copy them back (random writes and two fsyncs, tens of
 // milliseconds on a small VM) inside whichever commit crosses the threshold. Instead the
 // writer's autocheckpoint is off and Store.Run checkpoints in the background, PASSIVE, on
 // a reader connection, so commits never wait for it.
 const (
 	// checkpointEvery is how many units of WAL (a commit, plus one per 4 ops) make a
-	// checkpoint request: about 5 MiB of WAL for single-record commits.
-	checkpointEvery = 64
+	// checkpoint request: about 5 MiB of WAL for single-record commits. Each checkpoint
+	// that empties the WAL makes the next commit start it again, which syncs its header:
+	// an fsync inside that commit, so fewer, bigger checkpoints also mean fewer slow
+	// commits (and hot pages copied back once for more commits).
+	checkpointEvery = 128
 	// checkpointInline is the backlog at which the writer checkpoints itself because
 	// requests are not being served (Run not running or far behind).
 	checkpointInline = 4 * checkpointEvery
@@ -134,38 +143,79 @@ func (a *actor) checkpoint(ctx context.Context) error {
 	return nil
 }
 
-// collectEvery is how many listed nodes make a writer delete them: about 150 commits of
-// one record on a repo of 10k, so fewer than one commit in a hundred pays for it, with
-// ~5 ms of deletes. Collecting more often would put that cost inside the 99th percentile
-// of commit latency and share fewer pages; less often would hold the writer longer.
+// collectEvery is how many listed (or fresh) nodes make a writer collect them: about 130
+// commits of one record on a repo of 10k, so fewer than one commit in a hundred pays for
+// it, with a few ms of work. Collecting more often would put that cost inside the 99th
+// percentile of commit latency and share fewer pages; less often would hold the writer
+// longer and grow the fresh table's index.
 const collectEvery = 1024
 
-// collectGarbage deletes the MST nodes on the garbage list and empties the list, in one
-// transaction: nodes that share a page cost it once. Rows left by a session that crashed
-// go with the next session's collection. a.mu must be held.
+// collectGarbage deletes the MST nodes on the garbage list, moves the nodes of the fresh
+// table that are still in use into blocks, and empties both lists, in one transaction:
+// nodes that share a page cost it once, and a node both written and replaced since the
+// last collection never reaches blocks. Rows left by a session that crashed go with the
+// next session's collection. a.mu must be held.
 func (a *actor) collectGarbage(ctx context.Context) error {
-	if a.garbage == 0 {
+	if a.garbage == 0 && a.fresh == 0 {
 		return nil
 	}
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
-		// refs = 0 guards record values, as for every delete by CID.
-		if _, err := tx.ExecContext(ctx, "DELETE FROM blocks WHERE refs = 0 AND cid IN (SELECT cid FROM garbage)"); err != nil {
-			return err
+		for _, q := range []string{
+			// refs = 0 guards record values, as for every delete by CID.
+			"DELETE FROM blocks WHERE refs = 0 AND cid IN (SELECT cid FROM garbage)",
+			// In CID order, so the entries of blocks_cid go in page by page.
+			"INSERT INTO blocks (cid, rev, refs, data) SELECT cid, rev, 0, data FROM fresh WHERE cid NOT IN (SELECT cid FROM garbage) ORDER BY cid ON CONFLICT (cid) DO NOTHING",
+			"DELETE FROM fresh",
+			"DELETE FROM garbage",
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
 		}
-		_, err := tx.ExecContext(ctx, "DELETE FROM garbage")
-		return err
+		return nil
 	})
 	if err != nil {
+		a.listed = nil
 		return fmt.Errorf("collect replaced nodes of %s: %w", a.did, err)
 	}
-	a.garbage = 0
+	a.garbage, a.fresh = 0, 0
+	a.listed = map[cid.Cid]struct{}{}
 	return nil
 }
 
-// Close deletes the nodes still on the garbage list and closes the actor's SQLite file;
-// the LRU calls it once the last lease has ended. Collecting here bounds the list for
-// files that are closed before their writers list collectEvery nodes: the count starts
-// again at zero with the next open.
+// loadListed reads the garbage list into a.listed unless it is known. a.mu must be held.
+func (a *actor) loadListed(ctx context.Context, tx *sql.Tx) error {
+	if a.listed != nil {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT cid FROM garbage")
+	if err != nil {
+		return fmt.Errorf("read garbage list: %w", err)
+	}
+	defer rows.Close()
+	listed := map[cid.Cid]struct{}{}
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("read garbage list: %w", err)
+		}
+		c, err := cid.Cast(raw)
+		if err != nil {
+			return fmt.Errorf("read garbage list: %w", err)
+		}
+		listed[c] = struct{}{}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read garbage list: %w", err)
+	}
+	a.listed = listed
+	return nil
+}
+
+// Close collects the nodes on the garbage list and in the fresh table and closes the
+// actor's SQLite file; the LRU calls it once the last lease has ended. Collecting here
+// bounds both for files that are closed before their writers list collectEvery nodes: the
+// counts start again at zero with the next open.
 func (a *actor) Close() error {
 	a.mu.Lock()
 	err := a.collectGarbage(context.Background())
@@ -232,13 +282,16 @@ func parseHead(commitRaw []byte, rev string, dataRaw []byte) (head, error) {
 // txBlocks reads blocks inside one transaction, so the MST sees exactly the snapshot (or
 // the pending writes) of the transaction that uses it.
 type txBlocks struct {
-	db   *sqlite.DB
-	tx   *sql.Tx // from db
-	stmt *sql.Stmt
+	db    *sqlite.DB
+	tx    *sql.Tx // from db
+	fresh *sql.Stmt
+	stmt  *sql.Stmt
 }
 
-// ReadBlock returns the block stored under c, or an error wrapping ErrBlockNotFound. The
-// head commit is not in the blocks table but in the root row (migration 0002).
+// ReadBlock returns the block stored under c, or an error wrapping ErrBlockNotFound. A
+// node written since the last collection is in the fresh table (migration 0004), tried
+// second: most of a tree is in blocks, and a file closed cleanly has an empty fresh table.
+// The head commit is not in the blocks table but in the root row (migration 0002).
 func (r *txBlocks) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if r.stmt == nil {
 		stmt, err := r.db.Stmt(ctx, r.tx, "SELECT data FROM blocks WHERE cid = ?")
@@ -248,9 +301,18 @@ func (r *txBlocks) ReadBlock(ctx context.Context, c cid.Cid) ([]byte, error) {
 		r.stmt = stmt
 	}
 	var data []byte
-	err := r.stmt.QueryRowContext(ctx, c.Bytes()).Scan(&data)
+	raw := c.Bytes()
+	err := r.stmt.QueryRowContext(ctx, raw).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = r.tx.QueryRowContext(ctx, "SELECT commit_block FROM root WHERE commit_cid = ?", c.Bytes()).Scan(&data)
+		if r.fresh == nil {
+			if r.fresh, err = r.db.Stmt(ctx, r.tx, "SELECT data FROM fresh WHERE tag = ? AND cid = ?"); err != nil {
+				return nil, fmt.Errorf("read block %s: %w", c, err)
+			}
+		}
+		err = r.fresh.QueryRowContext(ctx, freshTag(c), raw).Scan(&data)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		err = r.tx.QueryRowContext(ctx, "SELECT commit_block FROM root WHERE commit_cid = ?", raw).Scan(&data)
 	}
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && data == nil) {
 		return nil, fmt.Errorf("read block %s: %w", c, ErrBlockNotFound)

@@ -81,9 +81,12 @@ func (s *Store) importCAR(ctx context.Context, did syntax.DID, r io.Reader, veri
 // storeImport writes an imported repo into a fresh actor file.
 func storeImport(ctx context.Context, db *sqlite.DB, tx *sql.Tx, rev syntax.TID, commitCID cid.Cid, commitBytes []byte, data cid.Cid, nodes []Block, records []VerifiedRecord) error {
 	ct := &commitTx{ctx: ctx, db: db, tx: tx, rev: rev, revInt: revInt(rev)}
+	// Straight into blocks, not through the fresh table (migration 0004): an import
+	// replaces nothing, so every node would move there anyway.
 	for _, b := range nodes {
-		if err := ct.putBlock(b.CID, b.Data); err != nil {
-			return err
+		err := ct.exec("INSERT INTO blocks (cid, rev, refs, data) VALUES (?, ?, 0, ?) ON CONFLICT (cid) DO NOTHING", b.CID.Bytes(), ct.revInt, b.Data)
+		if err != nil {
+			return fmt.Errorf("store node %s: %w", b.CID, err)
 		}
 	}
 	for _, r := range records {

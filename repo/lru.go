@@ -19,6 +19,13 @@ var errCacheClosed = errors.New("repo: store closed")
 // open or opening at once. It is not ristretto on purpose: a cache that may refuse a Set or
 // evict at will cannot own something that must be closed exactly once, after its last user.
 //
+// While runCloser runs, an evicted handle is closed in the background instead of by the
+// acquirer that needs its slot: closing an actor file collects its replaced nodes and
+// checkpoints its WAL, with fsyncs, and the open that evicted it should not wait for that.
+// Then up to closeQueue handles may be closing beyond the bound. An acquirer of a key whose
+// handle is still queued takes it back; one whose handle is being closed waits for the
+// close, so a file is never open twice.
+//
 // A goroutine must not hold a lease while acquiring another: with every slot leased by
 // such goroutines, each would wait for the others.
 type handleCache[K comparable, V io.Closer] struct {
@@ -28,10 +35,28 @@ type handleCache[K comparable, V io.Closer] struct {
 	mu      sync.Mutex
 	entries map[K]*cacheEntry[K, V]
 	order   list.List // of *cacheEntry, most recently used at the front
-	live    int       // handles open or opening, including those being closed
+	live    int       // handles open or opening, including those closed by an acquirer
+	closing int       // handles queued for runCloser or being closed by it
+	closers int       // running runCloser calls
+	queue   chan *cacheEntry[K, V]
 	changed chan struct{}
 	closed  bool
 }
+
+// closeQueue is how many evicted handles may wait for runCloser; beyond it, acquirers
+// close them as they would without runCloser, so a slow disk slows opens instead of
+// holding ever more files open.
+const closeQueue = 8
+
+// closeState is where an entry is in a background close.
+type closeState uint8
+
+const (
+	stateOpen    closeState = iota // open or opening, in the LRU order
+	stateQueued                    // evicted, waiting in queue; acquire may take it back
+	stateClosing                   // being closed; acquirers wait on closeDone
+	stateClosed                    // closed and out of the map
+)
 
 // cacheEntry is one key's slot. While exclusive is set, the slot belongs to one caller (a
 // create, delete or import) and acquirers wait on gone.
@@ -44,6 +69,8 @@ type cacheEntry[K comparable, V io.Closer] struct {
 	elem      *list.Element
 	exclusive bool
 	gone      chan struct{} // closed when an exclusive slot is given back
+	state     closeState
+	closeDone chan struct{} // closed when an eviction's close ends; set at eviction
 }
 
 // newHandleCache returns an empty cache that opens handles with open, keeping at most max.
@@ -55,6 +82,7 @@ func newHandleCache[K comparable, V io.Closer](max int, open func(context.Contex
 		max:     max,
 		open:    open,
 		entries: make(map[K]*cacheEntry[K, V]),
+		queue:   make(chan *cacheEntry[K, V], closeQueue),
 		changed: make(chan struct{}),
 	}
 }
@@ -88,14 +116,22 @@ func (c *handleCache[K, V]) acquire(ctx context.Context, key K) (V, func(), erro
 			c.mu.Unlock()
 			return zero, nil, errCacheClosed
 		}
-		if e, ok := c.entries[key]; ok {
-			if e.exclusive {
-				if err := c.waitLocked(ctx, e.gone); err != nil {
-					c.mu.Unlock()
-					return zero, nil, err
-				}
-				continue
+		e, ok := c.entries[key]
+		if ok && e.exclusive {
+			if err := c.waitLocked(ctx, e.gone); err != nil {
+				c.mu.Unlock()
+				return zero, nil, err
 			}
+			continue
+		}
+		if ok && e.state == stateClosing {
+			if err := c.waitLocked(ctx, e.closeDone); err != nil {
+				c.mu.Unlock()
+				return zero, nil, err
+			}
+			continue
+		}
+		if ok && e.state == stateOpen {
 			e.refs++
 			c.order.MoveToFront(e.elem)
 			c.mu.Unlock()
@@ -111,6 +147,8 @@ func (c *handleCache[K, V]) acquire(ctx context.Context, key K) (V, func(), erro
 			}
 			return e.val, func() { c.release(e) }, nil
 		}
+		// A miss, or a handle queued for closing that can be taken back: either needs a
+		// slot.
 		if c.live >= c.max {
 			victim := c.idleVictimLocked()
 			if victim == nil {
@@ -120,17 +158,16 @@ func (c *handleCache[K, V]) acquire(ctx context.Context, key K) (V, func(), erro
 				}
 				continue
 			}
-			// The victim still counts in live until it is closed, so the bound holds even
-			// while its Close runs outside the lock.
-			c.removeLocked(victim)
-			c.mu.Unlock()
-			victim.val.Close() // an idle handle has nothing pending; a close error loses nothing
-			c.mu.Lock()
-			c.live--
-			c.notifyLocked()
+			c.evictLocked(victim)
 			continue
 		}
-		e := &cacheEntry[K, V]{key: key, refs: 1, ready: make(chan struct{})}
+		if ok { // stateQueued
+			c.reopenLocked(e)
+			e.refs++
+			c.mu.Unlock()
+			return e.val, func() { c.release(e) }, nil
+		}
+		e = &cacheEntry[K, V]{key: key, refs: 1, ready: make(chan struct{})}
 		e.elem = c.order.PushFront(e)
 		c.entries[key] = e
 		c.live++
@@ -156,6 +193,87 @@ func (c *handleCache[K, V]) acquire(ctx context.Context, key K) (V, func(), erro
 	}
 }
 
+// evictLocked closes the idle entry victim to free its slot: in the background when
+// runCloser runs and has room, else here, outside the lock. c.mu must be held; it may be
+// released and taken again.
+func (c *handleCache[K, V]) evictLocked(victim *cacheEntry[K, V]) {
+	c.order.Remove(victim.elem)
+	victim.elem = nil
+	if c.closers > 0 && c.closing < closeQueue {
+		select {
+		case c.queue <- victim:
+			victim.state = stateQueued
+			victim.closeDone = make(chan struct{})
+			c.live--
+			c.closing++
+			return
+		default: // full of entries taken back since they were queued
+		}
+	}
+	// The victim still counts in live until it is closed, so the bound holds even while
+	// its Close runs outside the lock; it stays in the map, so that an acquirer of its
+	// key waits for the close instead of opening the file beside it.
+	victim.state = stateClosing
+	victim.closeDone = make(chan struct{})
+	c.mu.Unlock()
+	victim.val.Close() // an idle handle has nothing pending; a close error loses nothing
+	c.mu.Lock()
+	victim.state = stateClosed
+	c.removeLocked(victim)
+	c.live--
+	close(victim.closeDone)
+	c.notifyLocked()
+}
+
+// reopenLocked takes back e, queued for closing, as an open idle entry. A copy of e stays
+// in the queue; runCloser skips it. c.mu must be held.
+func (c *handleCache[K, V]) reopenLocked(e *cacheEntry[K, V]) {
+	e.state = stateOpen
+	e.elem = c.order.PushFront(e)
+	c.closing--
+	c.live++
+}
+
+// runCloser closes evicted handles until ctx ends; while it runs, eviction queues them to
+// it. Handles still queued when it returns are taken back by acquirers or closed by close.
+func (c *handleCache[K, V]) runCloser(ctx context.Context) {
+	c.mu.Lock()
+	c.closers++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.closers--
+		c.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-c.queue:
+			c.closeQueued(e)
+		}
+	}
+}
+
+// closeQueued closes e if it is still queued for closing.
+func (c *handleCache[K, V]) closeQueued(e *cacheEntry[K, V]) {
+	c.mu.Lock()
+	if e.state != stateQueued { // taken back, or closed by close
+		c.mu.Unlock()
+		return
+	}
+	e.state = stateClosing
+	c.mu.Unlock()
+	e.val.Close() // an idle handle has nothing pending; a close error loses nothing
+	c.mu.Lock()
+	e.state = stateClosed
+	c.removeLocked(e)
+	c.closing--
+	close(e.closeDone)
+	c.notifyLocked()
+	c.mu.Unlock()
+}
+
 // acquireIfOpen returns a lease on key's handle only when it is open now; it never opens
 // a file or waits.
 func (c *handleCache[K, V]) acquireIfOpen(key K) (V, func(), bool) {
@@ -163,7 +281,7 @@ func (c *handleCache[K, V]) acquireIfOpen(key K) (V, func(), bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
-	if !ok || c.closed || e.exclusive || e.err != nil || !isClosed(e.ready) {
+	if !ok || c.closed || e.exclusive || e.state != stateOpen || e.err != nil || !isClosed(e.ready) {
 		return zero, nil, false
 	}
 	e.refs++
@@ -227,6 +345,17 @@ func (c *handleCache[K, V]) exclusive(ctx context.Context, key K, fn func() erro
 			}
 			continue
 		}
+		if cur.state == stateClosing {
+			if err := c.waitLocked(ctx, cur.closeDone); err != nil {
+				c.mu.Unlock()
+				return err
+			}
+			continue
+		}
+		if cur.state == stateQueued {
+			// Closed below like any idle handle; runCloser skips its copy in the queue.
+			c.reopenLocked(cur)
+		}
 		// Mark it first so no new lease starts, then wait for the current ones to end.
 		cur.exclusive = true
 		cur.gone = make(chan struct{})
@@ -276,11 +405,21 @@ func (c *handleCache[K, V]) close() error {
 	for {
 		busy := false
 		for _, e := range c.entries {
-			if e.exclusive || e.refs > 0 || !isClosed(e.ready) {
+			if e.exclusive || e.refs > 0 || !isClosed(e.ready) || e.state == stateClosing {
 				busy = true
 				continue
 			}
 			c.removeLocked(e)
+			if e.state == stateQueued {
+				// runCloser has stopped or is busy; it skips the entry once it is closed.
+				e.state = stateClosed
+				c.closing--
+				close(e.closeDone)
+				if err := e.val.Close(); err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
 			if e.err == nil {
 				if err := e.val.Close(); err != nil {
 					errs = append(errs, err)
@@ -303,11 +442,11 @@ func (c *handleCache[K, V]) close() error {
 	return nil
 }
 
-// openCount reports how many handles are open or opening, for tests and metrics.
+// openCount reports how many handles are open, opening or closing, for tests and metrics.
 func (c *handleCache[K, V]) openCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.live
+	return c.live + c.closing
 }
 
 // isClosed reports whether ch has been closed, without blocking.

@@ -18,9 +18,14 @@ type fakeHandle struct {
 	open   *atomic.Int64
 	closed atomic.Bool
 	uses   atomic.Int64
+	gate   chan struct{} // when set, Close waits for it to be closed
+	owner  *fakeOpener
 }
 
 func (h *fakeHandle) Close() error {
+	if h.gate != nil {
+		<-h.gate
+	}
 	if h.closed.Swap(true) {
 		panic("handle " + h.key + " closed twice")
 	}
@@ -28,6 +33,9 @@ func (h *fakeHandle) Close() error {
 		panic("handle " + h.key + " closed while leased")
 	}
 	h.open.Add(-1)
+	h.owner.mu.Lock()
+	h.owner.live[h.key]--
+	h.owner.mu.Unlock()
 	return nil
 }
 
@@ -38,6 +46,9 @@ type fakeOpener struct {
 	opens   map[string]int
 	all     []*fakeHandle
 	fail    map[string]error
+	gate    chan struct{}  // given to every handle opened
+	live    map[string]int // open handles per key
+	twice   int            // opens of a key whose previous handle was not closed yet
 }
 
 func (f *fakeOpener) openFn(ctx context.Context, key string) (*fakeHandle, error) {
@@ -50,11 +61,18 @@ func (f *fakeOpener) openFn(ctx context.Context, key string) (*fakeHandle, error
 		f.opens = map[string]int{}
 	}
 	f.opens[key]++
+	if f.live == nil {
+		f.live = map[string]int{}
+	}
+	if f.live[key] > 0 {
+		f.twice++
+	}
+	f.live[key]++
 	n := f.open.Add(1)
 	if n > f.maxSeen.Load() {
 		f.maxSeen.Store(n)
 	}
-	h := &fakeHandle{key: key, open: &f.open}
+	h := &fakeHandle{key: key, open: &f.open, gate: f.gate, owner: f}
 	f.all = append(f.all, h)
 	return h, nil
 }
@@ -292,6 +310,9 @@ func TestHandleCacheConcurrentChurn(t *testing.T) {
 	if n := f.maxSeen.Load(); n > max {
 		t.Errorf("max open = %d, bound is %d", n, max)
 	}
+	if f.twice != 0 {
+		t.Errorf("%d opens of a key whose handle was still open", f.twice)
+	}
 	for _, h := range f.all {
 		if !h.closed.Load() {
 			t.Errorf("handle %s never closed", h.key)
@@ -299,5 +320,135 @@ func TestHandleCacheConcurrentChurn(t *testing.T) {
 	}
 	if _, _, err := c.acquire(t.Context(), "k0"); !errors.Is(err, errCacheClosed) {
 		t.Errorf("acquire after close = %v, want errCacheClosed", err)
+	}
+}
+
+// TestHandleCacheClosesEvictedInBackground checks that with runCloser running an eviction
+// does not wait for the victim's Close, that an acquirer of the victim's key waits for
+// that close instead of opening the file a second time, and that a handle still queued
+// for closing is taken back rather than closed and reopened.
+func TestHandleCacheClosesEvictedInBackground(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := fakeOpener{gate: make(chan struct{})}
+		c := newHandleCache(1, f.openFn)
+		ctx, cancel := context.WithCancel(t.Context())
+		closerDone := make(chan struct{})
+		go func() {
+			c.runCloser(ctx)
+			close(closerDone)
+		}()
+		synctest.Wait()
+		use := func(k string) {
+			_, release, err := c.acquire(t.Context(), k)
+			if err != nil {
+				t.Fatalf("acquire(%s) = %v", k, err)
+			}
+			release()
+		}
+		use("a")
+		use("b") // evicts a: runCloser's Close of it waits for the gate
+		use("c") // evicts b: queued behind a
+		synctest.Wait()
+		if n := c.openCount(); n != 3 {
+			t.Errorf("openCount() = %d, want 3 (c open, a closing, b queued)", n)
+		}
+
+		got := make(chan error, 1)
+		go func() {
+			_, release, err := c.acquire(t.Context(), "a")
+			if err == nil {
+				release()
+			}
+			got <- err
+		}()
+		synctest.Wait()
+		select {
+		case err := <-got:
+			t.Fatalf("acquire(a) returned %v while a was still closing", err)
+		default:
+		}
+
+		use("b") // taken back from the queue; evicts c into the queue
+		if f.opens["b"] != 1 {
+			t.Errorf("opens of b = %d, want 1: a queued handle must be taken back", f.opens["b"])
+		}
+
+		close(f.gate)
+		if err := <-got; err != nil {
+			t.Fatalf("acquire(a) after its close = %v", err)
+		}
+		if f.opens["a"] != 2 || !f.all[0].closed.Load() {
+			t.Errorf("a opened %d times, first handle closed %v; want a reopen after the close", f.opens["a"], f.all[0].closed.Load())
+		}
+		cancel()
+		<-closerDone
+		if err := c.close(); err != nil {
+			t.Fatalf("close() = %v", err)
+		}
+		for _, h := range f.all {
+			if !h.closed.Load() {
+				t.Errorf("handle %s never closed", h.key)
+			}
+		}
+	})
+}
+
+// TestHandleCacheBackgroundChurn is TestHandleCacheConcurrentChurn with runCloser running
+// and stopping half way: no handle is closed twice or while leased (fakeHandle panics),
+// no key is ever open twice, and close closes whatever is still queued.
+func TestHandleCacheBackgroundChurn(t *testing.T) {
+	t.Parallel()
+	const max, keys, workers, rounds = 4, 16, 16, 300
+	var f fakeOpener
+	c := newHandleCache(max, f.openFn)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var closer sync.WaitGroup
+	closer.Go(func() { c.runCloser(ctx) })
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 2))
+			for i := range rounds {
+				if w == 0 && i == rounds/2 {
+					cancel()
+				}
+				k := fmt.Sprintf("k%d", r.IntN(keys))
+				h, release, err := c.acquire(t.Context(), k)
+				if err != nil {
+					t.Errorf("acquire(%s) = %v", k, err)
+					return
+				}
+				h.uses.Add(1)
+				if h.closed.Load() {
+					t.Errorf("acquire(%s) returned a closed handle", k)
+				}
+				if n := f.open.Load(); n > max+closeQueue {
+					t.Errorf("%d handles open, bound is %d open and %d closing", n, max, closeQueue)
+				}
+				h.uses.Add(-1)
+				release()
+			}
+		})
+	}
+	wg.Wait()
+	cancel() // in case worker 0 failed before it did
+	closer.Wait()
+	if err := c.close(); err != nil {
+		t.Fatalf("close() = %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range f.all {
+		if !h.closed.Load() {
+			t.Errorf("handle %s never closed", h.key)
+		}
+	}
+	if f.twice != 0 {
+		t.Errorf("%d opens of a key whose handle was still open", f.twice)
+	}
+	if n := f.open.Load(); n != 0 {
+		t.Errorf("open handles after close = %d, want 0", n)
 	}
 }

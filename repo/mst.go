@@ -42,11 +42,14 @@ type Block struct {
 // TreeDelta is what Flush returns: the new root, the encoded nodes that are new since
 // the previous flush and reachable from the root, and the CIDs of nodes of the previous
 // root that the new root no longer reaches. Storing NewBlocks and deleting Removed keeps
-// a block store holding exactly the current tree's nodes.
+// a block store holding exactly the current tree's nodes. Kept lists the NewBlocks that
+// the previous root reached already (a node a split left as it was), which a block store
+// holding the previous tree need not store again.
 type TreeDelta struct {
 	Root      cid.Cid
 	NewBlocks []Block
 	Removed   []cid.Cid
+	Kept      []cid.Cid
 }
 
 // Tree is a mutable working view of a Merkle Search Tree (atproto-reference.md §5.3)
@@ -174,7 +177,12 @@ func (t *Tree) Flush(ctx context.Context) (*TreeDelta, error) {
 	// A node's CID names its content, which includes its keys, so a previous node
 	// is still reachable only if an identical node was rebuilt (a put undone).
 	for _, c := range t.touched {
-		if !slices.ContainsFunc(d.NewBlocks, func(b Block) bool { return b.CID == c }) && !slices.Contains(d.Removed, c) {
+		if slices.Contains(d.Removed, c) || slices.Contains(d.Kept, c) {
+			continue
+		}
+		if slices.ContainsFunc(d.NewBlocks, func(b Block) bool { return b.CID == c }) {
+			d.Kept = append(d.Kept, c)
+		} else {
 			d.Removed = append(d.Removed, c)
 		}
 	}

@@ -29,13 +29,16 @@ func (m memBlocks) ReadBlock(_ context.Context, c cid.Cid) ([]byte, error) {
 	return b, nil
 }
 
-// apply stores a flush's new blocks and deletes its removed ones, as the store does.
+// apply stores a flush's new blocks and deletes its removed ones, as the store does: a
+// kept block is not stored again, so a wrong TreeDelta.Kept shows as a missing block.
 func (m memBlocks) apply(d *TreeDelta) {
 	for _, c := range d.Removed {
 		delete(m, c)
 	}
 	for _, b := range d.NewBlocks {
-		m[b.CID] = b.Data
+		if !slices.Contains(d.Kept, b.CID) {
+			m[b.CID] = b.Data
+		}
 	}
 }
 

@@ -174,7 +174,8 @@ func exportSince(ctx context.Context, tx *sql.Tx, commit cid.Cid, since syntax.T
 	after := revInt(since)
 	// A scan: exports since a rev are rare, and an index on rev would cost every commit a
 	// page of WAL. Replaced nodes not yet deleted (migration 0003) are no longer in the repo.
-	rows, err := tx.QueryContext(ctx, "SELECT cid, data FROM blocks WHERE rev > ? AND cid NOT IN (SELECT cid FROM garbage)", after)
+	// Nodes written since the last collection are in fresh (migration 0004).
+	rows, err := tx.QueryContext(ctx, "SELECT cid, data FROM blocks WHERE rev > ?1 AND cid NOT IN (SELECT cid FROM garbage) UNION ALL SELECT cid, data FROM fresh WHERE rev > ?1 AND cid NOT IN (SELECT cid FROM garbage)", after)
 	if err != nil {
 		return fmt.Errorf("export since %s: %w", since, err)
 	}

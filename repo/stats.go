@@ -50,7 +50,8 @@ func (s *Store) Stats(ctx context.Context, did syntax.DID) (RepoStats, error) {
 			}
 			st.Commit, st.Rev = h.commit, h.rev
 			return tx.QueryRowContext(ctx, `SELECT
-				(SELECT count(*) FROM blocks WHERE cid NOT IN (SELECT cid FROM garbage)) + (SELECT count(*) FROM root),
+				(SELECT count(*) FROM blocks WHERE cid NOT IN (SELECT cid FROM garbage)) +
+					(SELECT count(*) FROM fresh WHERE cid NOT IN (SELECT cid FROM garbage)) + (SELECT count(*) FROM root),
 				(SELECT count(*) FROM records),
 				(SELECT count(DISTINCT blob) FROM blob_refs),
 				(SELECT count(*) FROM preferences)`).Scan(&st.Blocks, &st.Records, &st.Blobs, &st.Preferences)

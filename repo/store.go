@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -138,9 +139,14 @@ func Open(ctx context.Context, dir string, cfg StoreConfig, log *slog.Logger) (*
 const checkpointQueue = 16
 
 // Run checkpoints the WAL of busy actor files in the background until ctx ends, so that
-// commits do not pay for it. It returns nil when ctx ends. Without Run the store still
-// works: writers checkpoint themselves, less often and on their own time.
+// commits do not pay for it, and closes the files the LRU evicts, so that the open that
+// evicted one does not wait for its collection and checkpoint. It returns nil when ctx
+// ends. Without Run the store still works: writers checkpoint themselves, less often and
+// on their own time, and opens close what they evict.
 func (s *Store) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.handles.runCloser(ctx) })
 	for {
 		select {
 		case <-ctx.Done():

@@ -294,6 +294,11 @@ func TestCrashKeepsCommittedWrites(t *testing.T) {
 	if err != nil || commit != last.Commit {
 		t.Errorf("Head after crash = %s, %v; want %s", commit, err, last.Commit)
 	}
+	// The crashed session's new nodes are still in the fresh table (migration 0004): the
+	// next commit reads them and the next collection moves them.
+	if ev := createPost(t, s2, did, "3k2aaaaaaazzz", "after"); ev.Since != last.Rev || ev.PrevData != last.Data {
+		t.Errorf("first commit after crash: since %s prevData %s, want %s %s", ev.Since, ev.PrevData, last.Rev, last.Data)
+	}
 	checkReachable(t, s2, did)
 }
 
@@ -323,8 +328,9 @@ func TestStoreLRUBoundsOpenFiles(t *testing.T) {
 				mu.Lock()
 				counts[did]++
 				mu.Unlock()
-				if n := s.handles.openCount(); n > maxOpen {
-					t.Errorf("%d actor files open, bound %d", n, maxOpen)
+				// Store.Run closes evicted files in the background, closeQueue at most.
+				if n := s.handles.openCount(); n > maxOpen+closeQueue {
+					t.Errorf("%d actor files open or closing, bound %d open and %d closing", n, maxOpen, closeQueue)
 				}
 			}
 		})
@@ -368,7 +374,7 @@ func checkReachable(t testing.TB, s *Store, did syntax.DID) {
 		}
 		return a.read(ctx, func(tx *sql.Tx) error {
 			// The head commit is kept in the root row (migration 0002).
-			rows, err := tx.QueryContext(ctx, "SELECT cid FROM blocks UNION ALL SELECT commit_cid FROM root")
+			rows, err := tx.QueryContext(ctx, "SELECT cid FROM blocks UNION ALL SELECT cid FROM fresh UNION ALL SELECT commit_cid FROM root")
 			if err != nil {
 				return err
 			}
@@ -498,6 +504,7 @@ func TestMigrationMovesCommitToRoot(t *testing.T) {
 				"DROP TABLE blocks",
 				"ALTER TABLE blocks_v1 RENAME TO blocks",
 				"DROP TABLE garbage",
+				"DROP TABLE fresh",
 				"INSERT INTO blocks (cid, rev, refs, data) SELECT commit_cid, 0, 0, commit_block FROM root",
 				"ALTER TABLE root DROP COLUMN commit_block",
 				"PRAGMA user_version = 1",

@@ -171,8 +171,9 @@ func (a *actor) applyWrites(ctx context.Context, prepared []preparedWrite, opts 
 	})
 	if err != nil {
 		// The transaction rolled back, or its commit failed in a way that leaves the
-		// file's head unknown: read it again next time.
+		// file's head unknown: read it (and the garbage list) again next time.
 		a.cur.Store(nil)
+		a.listed = nil
 		return false, err
 	}
 	*evp = ev
@@ -190,7 +191,7 @@ func (a *actor) applyWrites(ctx context.Context, prepared []preparedWrite, opts 
 	// The writer deletes replaced nodes itself, after forwarding the event, under the lock
 	// it holds anyway: Store.Run never waits for a writer, whose OnCommit may be waiting
 	// on the relay. The commit stands whatever the collection does.
-	if a.garbage >= collectEvery {
+	if a.garbage >= collectEvery || a.fresh >= collectEvery {
 		if err := a.collectGarbage(context.WithoutCancel(ctx)); err != nil {
 			a.store.log.Warn("collect replaced nodes", "did", a.did, "err", err)
 		}
@@ -267,8 +268,15 @@ type commitTx struct {
 	blobList []cid.Cid // first-touch order, so events are deterministic
 	records  []Block   // new record values for the CAR slice
 	stmts    map[string]*sql.Stmt
-	// discarded counts the nodes put on the garbage list.
+	// discarded counts the nodes put on the garbage list, fresh those put in the fresh
+	// table.
 	discarded int
+	fresh     int
+	// listed is the garbage list as of the transaction's start (nil: empty); unlisted
+	// collects the CIDs the commit takes off it, removed those it puts on it.
+	listed   map[cid.Cid]struct{}
+	unlisted []cid.Cid
+	removed  []cid.Cid
 }
 
 // stmt returns q bound to the transaction once per transaction: a batch runs the same few
@@ -318,7 +326,10 @@ func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, key atcrypto.Priva
 	if swapCommit != nil && *swapCommit != h.commit {
 		return nil, fmt.Errorf("%w: head is %s, not %s", ErrInvalidSwap, h.commit, *swapCommit)
 	}
-	ct := &commitTx{ctx: ctx, db: a.db, tx: tx, did: a.did, rev: a.store.clock.Next(h.rev)}
+	if err := a.loadListed(ctx, tx); err != nil {
+		return nil, err
+	}
+	ct := &commitTx{ctx: ctx, db: a.db, tx: tx, did: a.did, rev: a.store.clock.Next(h.rev), listed: a.listed}
 	ct.revInt = revInt(ct.rev)
 	tree := NewTree(&txBlocks{db: a.db, tx: tx}, a.store.nodes, h.data)
 	ev := &CommitEvent{
@@ -380,14 +391,16 @@ func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, key atcrypto.Priva
 	if err := ct.finish(tree, keys, key, h, ev); err != nil {
 		return nil, err
 	}
+	// Should the transaction not commit, applyWrites forgets the list.
 	a.garbage += ct.discarded
+	a.fresh += ct.fresh
+	for _, c := range ct.unlisted {
+		delete(a.listed, c)
+	}
+	for _, c := range ct.removed {
+		a.listed[c] = struct{}{}
+	}
 	return ev, nil
-}
-
-// putBlock stores a block that is not a record value (an MST node or a commit), as
-// putNodes does.
-func (ct *commitTx) putBlock(c cid.Cid, data []byte) error {
-	return ct.putNodes([]Block{{CID: c, Data: data}})
 }
 
 // batchRows is the most rows one batched statement carries. A commit's statements were
@@ -410,36 +423,55 @@ func batchSQL(head, row, tail string, n int) string {
 	return b.String()
 }
 
-// putNodes stores blocks that are not record values (MST nodes, a commit), batchRows at a
-// time. A block already present keeps its row (same CID, same bytes), and comes off the
-// garbage list in case a commit replaced it since the last collection.
-func (ct *commitTx) putNodes(blocks []Block) error {
-	args := make([]any, 0, 3*min(len(blocks), batchRows))
-	for chunk := range slices.Chunk(blocks, batchRows) {
-		args = args[:0]
-		for _, b := range chunk {
-			args = append(args, b.CID.Bytes(), ct.revInt, b.Data)
-		}
-		st, err := ct.stmt(batchSQL("INSERT INTO blocks (cid, rev, refs, data) VALUES ", "(?, ?, 0, ?)", " ON CONFLICT (cid) DO NOTHING", len(chunk)))
-		if err != nil {
-			return fmt.Errorf("store %d blocks: %w", len(chunk), err)
-		}
-		res, err := st.ExecContext(ct.ctx, args...)
-		if err != nil {
-			return fmt.Errorf("store %d blocks: %w", len(chunk), err)
-		}
-		if n, err := res.RowsAffected(); err == nil && n == int64(len(chunk)) {
+// putNodes stores the new MST nodes of a commit in the fresh table (migration 0004),
+// batchRows at a time. A node the tree kept (Kept) is stored already; so is a node on the
+// garbage list (a commit replaced it, and a delete restored the earlier tree), which only
+// comes off the list. Any other new node cannot be stored: a stored node is in the tree or
+// on the list, and one in the tree with the same content, so the same keys, sits where
+// the new one does, so the tree replaced or kept it.
+func (ct *commitTx) putNodes(blocks []Block, kept []cid.Cid) error {
+	rows := make([]Block, 0, len(blocks))
+	var unlisted []any
+	for _, b := range blocks {
+		if slices.Contains(kept, b.CID) {
 			continue
 		}
-		// Rare (a delete that restores an earlier tree): which rows existed is unknown,
-		// so each block is taken off the list, a scan of a short table.
+		if _, ok := ct.listed[b.CID]; ok {
+			ct.unlisted = append(ct.unlisted, b.CID)
+			unlisted = append(unlisted, b.CID.Bytes())
+			continue
+		}
+		rows = append(rows, b)
+	}
+	args := make([]any, 0, 4*min(len(rows), batchRows))
+	for chunk := range slices.Chunk(rows, batchRows) {
+		args = args[:0]
 		for _, b := range chunk {
-			if err := ct.exec("DELETE FROM garbage WHERE cid = ?", b.CID.Bytes()); err != nil {
-				return fmt.Errorf("keep block %s: %w", b.CID, err)
-			}
+			args = append(args, freshTag(b.CID), b.CID.Bytes(), ct.revInt, b.Data)
+		}
+		if err := ct.exec(batchSQL("INSERT INTO fresh (tag, cid, rev, data) VALUES ", "(?, ?, ?, ?)", "", len(chunk)), args...); err != nil {
+			return fmt.Errorf("store %d blocks: %w", len(chunk), err)
+		}
+	}
+	ct.fresh += len(rows)
+	for chunk := range slices.Chunk(unlisted, batchRows) {
+		if err := ct.exec(batchSQL("DELETE FROM garbage WHERE cid IN (", "?", ")", len(chunk)), chunk...); err != nil {
+			return fmt.Errorf("keep %d listed blocks: %w", len(chunk), err)
 		}
 	}
 	return nil
+}
+
+// freshTag is the key of c in the fresh table's index: the last 31 bits of its digest,
+// uniformly random for the SHA-256 CIDs of MST nodes, kept positive so SQLite stores it in
+// four bytes. Any CID has a tag, so a lookup of one from a request needs no check.
+func freshTag(c cid.Cid) int64 {
+	var tag uint32
+	k := c.KeyString()
+	for i := max(0, len(k)-4); i < len(k); i++ {
+		tag = tag<<8 | uint32(k[i])
+	}
+	return int64(tag & 0x7fffffff)
 }
 
 // discardNodes puts the CIDs of MST nodes the commit replaced on the garbage list, for
@@ -456,6 +488,7 @@ func (ct *commitTx) discardNodes(cids []cid.Cid) error {
 		}
 	}
 	ct.discarded += len(cids)
+	ct.removed = append(ct.removed, cids...)
 	return nil
 }
 
@@ -616,7 +649,7 @@ func (ct *commitTx) finish(tree *Tree, keys []string, key atcrypto.PrivateKey, p
 	if err := ct.discardNodes(delta.Removed); err != nil {
 		return err
 	}
-	if err := ct.putNodes(delta.NewBlocks); err != nil {
+	if err := ct.putNodes(delta.NewBlocks, delta.Kept); err != nil {
 		return err
 	}
 
