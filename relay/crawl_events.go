@@ -32,7 +32,10 @@ const (
 // handleFrame processes one frame from h. Only a failure of the stream itself is returned
 // (it makes runHost redial); a bad event is logged and skipped.
 func (c *Crawler) handleFrame(ctx context.Context, h *host, b []byte, log *slog.Logger) error {
-	ev, err := DecodeFrame(b)
+	ev, err := decodeCrawledFrame(b)
+	if ev != nil {
+		ev.frame = nil // b is the connection's read buffer, reused for the next frame
+	}
 	var fe *FrameError
 	switch {
 	case errors.As(err, &fe):
@@ -78,16 +81,23 @@ func (c *Crawler) handleFrame(ctx context.Context, h *host, b []byte, log *slog.
 }
 
 // repoFor returns the crawler's record of did, creating one (created is then true) when
-// the event should be taken: in full mode always, in interest mode when it touches a local
-// account. nil means drop the event.
-func (c *Crawler) repoFor(h *host, did string, touches bool) (r *remoteRepo, created bool) {
+// the event should be taken: in full mode always, in interest mode when blocks touch a
+// local account. nil means drop the event.
+func (c *Crawler) repoFor(h *host, did string, blocks []byte) (r *remoteRepo, created bool) {
+	c.mu.Lock()
+	r, ok := c.repos[did]
+	c.mu.Unlock()
+	if ok {
+		return r, false
+	}
+	// Scanned outside c.mu: the blocks may be large, and every host's goroutine needs c.mu.
+	if c.cfg.Mode != ModeFull && !c.touchesLocal(blocks) {
+		return nil, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if r, ok := c.repos[did]; ok {
 		return r, false
-	}
-	if c.cfg.Mode != ModeFull && !touches {
-		return nil, false
 	}
 	if !h.relay {
 		if c.accountsOnLocked(h.name) >= c.cfg.HostAccountLimit {
@@ -178,8 +188,7 @@ func (c *Crawler) handleCommit(ctx context.Context, h *host, ev *Event, log *slo
 	if c.deps.IsLocal(did) {
 		return nil
 	}
-	touches := c.touchesLocal(ev.Commit.Blocks)
-	r, created := c.repoFor(h, did, touches)
+	r, created := c.repoFor(h, did, ev.Commit.Blocks)
 	if r == nil {
 		return nil
 	}
@@ -198,7 +207,8 @@ func (c *Crawler) handleCommit(ctx context.Context, h *host, ev *Event, log *slo
 		}
 		return nil
 	}
-	if !r.full && !touches {
+	// Only here is the scan of the blocks needed: a followed repo's commits are all taken.
+	if !r.full && !c.touchesLocal(ev.Commit.Blocks) {
 		return nil
 	}
 	return c.applyCommit(ctx, h, r, ev, log)
@@ -227,7 +237,8 @@ func (c *Crawler) applyCommit(ctx context.Context, h *host, r *remoteRepo, ev *E
 	if r.status != "" && r.status != "active" {
 		return nil // a deactivated or taken-down account has no visible commits
 	}
-	msg := repo.CommitMessage{DID: syntax.DID(r.did), Rev: rev, Commit: cid.Cid(cm.Commit), Blocks: cm.Blocks}
+	msg := repo.CommitMessage{DID: syntax.DID(r.did), Rev: rev, Commit: cid.Cid(cm.Commit), Blocks: cm.Blocks,
+		Ops: make([]repo.Op, 0, len(cm.Ops))}
 	if cm.PrevData != nil {
 		msg.PrevData = cid.Cid(*cm.PrevData)
 	}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -37,6 +39,9 @@ const (
 	// doubles per consecutive failure, with jitter so many hosts do not redial together.
 	backoffMin = time.Second
 	backoffMax = 5 * time.Minute
+	// maxKeptFrameBuffer is the largest read buffer a connection keeps between frames:
+	// commits are a few KiB, and the rare frame near MaxFrameSize gets a fresh buffer.
+	maxKeptFrameBuffer = 256 << 10
 )
 
 // host is one crawled firehose: a PDS, or an upstream relay carrying many PDSes.
@@ -231,14 +236,38 @@ func (c *Crawler) streamHost(ctx context.Context, h *host, log *slog.Logger) err
 
 	// Whatever ends the stream, frames already handed to the sequencer count once logged.
 	defer h.drainAcks(ctx, 0)
+	// One watchdog per connection instead of a context per frame: a per-frame deadline
+	// costs a timer and a context.AfterFunc for every event. The watchdog runs only while
+	// a frame is being read, so time spent verifying and queueing is not counted against
+	// the host; when it fires it closes the connection, which ends the read.
+	var timedOut atomic.Bool
+	watchdog := time.AfterFunc(c.frameTimeout, func() {
+		timedOut.Store(true)
+		conn.CloseNow()
+	})
+	defer watchdog.Stop()
+	stop := context.AfterFunc(ctx, func() { conn.CloseNow() })
+	defer stop()
+	// Reads get a context that is never done, so the library arms no per-read AfterFunc
+	// either; ctx and the watchdog end a read by closing the connection.
+	rctx := context.WithoutCancel(ctx)
+	// Frames are read into one buffer reused for the whole connection; handleFrame keeps
+	// no reference to it.
+	var buf bytes.Buffer
 	for {
-		rctx, cancel := context.WithTimeout(ctx, c.frameTimeout)
-		typ, b, err := conn.Read(rctx)
-		cancel()
+		watchdog.Reset(c.frameTimeout)
+		typ, r, err := conn.Reader(rctx)
+		if err == nil {
+			buf.Reset()
+			_, err = buf.ReadFrom(r)
+		}
+		watchdog.Stop()
 		if err != nil {
 			if ctx.Err() != nil {
-				conn.Close(websocket.StatusGoingAway, "shutting down")
 				return nil
+			}
+			if timedOut.Load() {
+				return fmt.Errorf("read: no whole frame within %s", c.frameTimeout)
 			}
 			return fmt.Errorf("read: %w", err)
 		}
@@ -248,8 +277,11 @@ func (c *Crawler) streamHost(ctx context.Context, h *host, log *slog.Logger) err
 		if typ != websocket.MessageBinary {
 			return errors.New("text frame on a binary stream")
 		}
-		if err := c.handleFrame(ctx, h, b, log); err != nil {
+		if err := c.handleFrame(ctx, h, buf.Bytes(), log); err != nil {
 			return err
+		}
+		if buf.Cap() > maxKeptFrameBuffer {
+			buf = bytes.Buffer{} // one huge frame must not pin its buffer for the connection's life
 		}
 	}
 }

@@ -312,16 +312,25 @@ func (c *Crawler) flush(ctx context.Context) error {
 		return nil
 	}
 	err := c.seq.db.Write(ctx, func(tx *sql.Tx) error {
+		// Prepared once for the file, not per row: a busy crawl rewrites the head of every
+		// active repo each round, and parsing the upsert each time cost more than running it.
+		upCursor, err := c.seq.db.Stmt(ctx, tx, `UPDATE hosts SET cursor = ? WHERE hostname = ?`)
+		if err != nil {
+			return err
+		}
 		for _, hr := range hosts {
-			if _, err := tx.ExecContext(ctx, `UPDATE hosts SET cursor = ? WHERE hostname = ?`, hr.cursor, hr.h.name); err != nil {
+			if _, err := upCursor.ExecContext(ctx, hr.cursor, hr.h.name); err != nil {
 				return err
 			}
 		}
-		for _, row := range repos {
-			_, err := tx.ExecContext(ctx, `INSERT INTO remote_repos (did, host, full, rev, data, status) VALUES (?, ?, ?, ?, ?, ?)
+		upRepo, err := c.seq.db.Stmt(ctx, tx, `INSERT INTO remote_repos (did, host, full, rev, data, status) VALUES (?, ?, ?, ?, ?, ?)
 				ON CONFLICT (did) DO UPDATE SET host = excluded.host, full = excluded.full, rev = excluded.rev,
-					data = excluded.data, status = excluded.status`, row.did, row.host, row.full, row.rev, row.data, row.status)
-			if err != nil {
+					data = excluded.data, status = excluded.status`)
+		if err != nil {
+			return err
+		}
+		for _, row := range repos {
+			if _, err := upRepo.ExecContext(ctx, row.did, row.host, row.full, row.rev, row.data, row.status); err != nil {
 				return err
 			}
 		}

@@ -201,14 +201,21 @@ func (e *Event) check() error {
 // encode sets e.frame to the header for e's kind followed by the DAG-CBOR body. Called once,
 // by the sequencer, after setSeq.
 func (e *Event) encode() error {
-	var buf bytes.Buffer
 	kind := e.Kind()
+	var err error
+	if e.Commit != nil {
+		// Commits are nearly every event: encoded by hand into one allocation.
+		b := appendMessageHeader(make([]byte, 0, 64+e.sizeHint()), kind)
+		b, err = appendCommitBody(b, e.Commit)
+		if err != nil {
+			return fmt.Errorf("%w: encode %s: %w", ErrInvalidEvent, kind, err)
+		}
+		return e.setFrame(kind, b)
+	}
+	var buf bytes.Buffer
 	buf.Grow(64 + e.sizeHint())
 	buf.Write(appendMessageHeader(nil, kind))
-	var err error
 	switch {
-	case e.Commit != nil:
-		err = e.Commit.MarshalCBOR(&buf)
 	case e.Identity != nil:
 		err = e.Identity.MarshalCBOR(&buf)
 	case e.Account != nil:
@@ -222,10 +229,15 @@ func (e *Event) encode() error {
 		// cbor-gen refuses only out-of-bounds content (lengths, undefined links).
 		return fmt.Errorf("%w: encode %s: %w", ErrInvalidEvent, kind, err)
 	}
-	if buf.Len() > MaxFrameSize {
-		return fmt.Errorf("%w: %s frame is %d bytes, limit %d", ErrInvalidEvent, kind, buf.Len(), MaxFrameSize)
+	return e.setFrame(kind, buf.Bytes())
+}
+
+// setFrame sets e.frame to b unless it is longer than a frame may be.
+func (e *Event) setFrame(kind string, b []byte) error {
+	if len(b) > MaxFrameSize {
+		return fmt.Errorf("%w: %s frame is %d bytes, limit %d", ErrInvalidEvent, kind, len(b), MaxFrameSize)
 	}
-	e.frame = buf.Bytes()
+	e.frame = b
 	return nil
 }
 

@@ -261,11 +261,12 @@ func (s *Sequencer) commit(ctx context.Context, batch []*pending) {
 		return
 	}
 	err := s.db.Write(ctx, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO events (seq, kind, did, time, frame, remote) VALUES (?, ?, ?, ?, ?, ?)`)
+		// Statements prepared once for the file: a batch is often a few events, and
+		// parsing and planning the insert would cost more than running it.
+		ins, err := s.db.Stmt(ctx, tx, `INSERT INTO events (seq, kind, did, time, frame, remote) VALUES (?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("prepare insert: %w", err)
 		}
-		defer ins.Close()
 		var upsert *sql.Stmt
 		for _, ev := range evs {
 			if _, err := ins.ExecContext(ctx, ev.Seq, ev.Kind(), ev.DID(), ev.Time.UnixMicro(), ev.frame, ev.Remote); err != nil {
@@ -276,12 +277,11 @@ func (s *Sequencer) commit(ctx context.Context, batch []*pending) {
 				continue
 			}
 			if upsert == nil {
-				upsert, err = tx.PrepareContext(ctx, `INSERT INTO repos (did, rev, seq) VALUES (?, ?, ?)
+				upsert, err = s.db.Stmt(ctx, tx, `INSERT INTO repos (did, rev, seq) VALUES (?, ?, ?)
 					ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, seq = excluded.seq`)
 				if err != nil {
 					return fmt.Errorf("prepare repo upsert: %w", err)
 				}
-				defer upsert.Close()
 			}
 			if _, err := upsert.ExecContext(ctx, ev.DID(), rev, ev.Seq); err != nil {
 				return fmt.Errorf("record rev of seq %d: %w", ev.Seq, err)

@@ -134,3 +134,29 @@ func TestVerifyRepoCARFromExport(t *testing.T) {
 		t.Errorf("other did: err = %v, want ErrInvalidCommit", err)
 	}
 }
+
+// BenchmarkVerifyCommitMessage is the crawler's per-commit check of W5 (relay ingest): a
+// one-post commit on a repo of a few hundred records, signature included (the floor).
+func BenchmarkVerifyCommitMessage(b *testing.B) {
+	s, _ := openTestStore(b, StoreConfig{})
+	ctx := b.Context()
+	did := actorDID(24)
+	key := createTestRepo(b, s, did)
+	pub, _ := key.PublicKey()
+	var msgs []CommitMessage
+	for i := range 300 {
+		ev, err := s.ApplyWrites(ctx, did, []Write{{Action: ActionCreate, Collection: "app.bsky.feed.post", Record: postRecord(b, fmt.Sprint("post ", i))}}, WriteOpts{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs = append(msgs, messageOf(ev))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := VerifyCommitMessage(ctx, msgs[100+i%200], pub); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
