@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,9 +40,20 @@ func ingest(tb testing.TB, a *AppView, evs []*relay.Event) {
 	}
 }
 
+// cpuTime returns the CPU time (user + system) the process has used: on a shared machine
+// it moves far less with the load than wall time does.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // BenchmarkIndexerIngest measures indexer throughput: one op is one batch of 1024 events
 // of the synthetic network (follows, posts, replies, quotes, likes, reposts) applied in
-// one index transaction, as Run does.
+// one index transaction, as Run does. cpu-µs/event counts every thread of the process
+// while apply runs (SQLite, GC).
 func BenchmarkIndexerIngest(b *testing.B) {
 	cfg := benchGenConfig()
 	cfg.posts = min(cfg.posts, 20_000)
@@ -52,7 +64,7 @@ func BenchmarkIndexerIngest(b *testing.B) {
 	pos, events := 0, 0
 	// busy is the time spent in apply only: reopening a fresh index when the network
 	// runs out (and its closing checkpoint) is not ingest.
-	var busy time.Duration
+	var busy, cpu time.Duration
 	b.ReportAllocs()
 	for b.Loop() {
 		if pos >= len(evs) {
@@ -63,15 +75,48 @@ func BenchmarkIndexerIngest(b *testing.B) {
 			b.StartTimer()
 		}
 		n := min(batch, len(evs)-pos)
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		if err := a.apply(context.Background(), evs[pos:pos+n]); err != nil {
 			b.Fatal(err)
 		}
 		busy += time.Since(start)
+		cpu += cpuTime() - cpu0
 		pos += n
 		events += n
 	}
 	b.ReportMetric(float64(events)/busy.Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(events), "cpu-µs/event")
+}
+
+// BenchmarkIndexOnePost measures the indexer's share of a local createRecord: the index
+// already holds the synthetic network's follows and some posts, and each op applies one
+// #commit creating one post in its own transaction, as Run does when writes come one at
+// a time.
+func BenchmarkIndexOnePost(b *testing.B) {
+	cfg := benchGenConfig()
+	cfg.posts = min(cfg.posts, 20_000)
+	g := newGenerator(cfg)
+	evs := g.network()
+	a := openBenchIndex(b, b.TempDir())
+	defer func() { a.Close() }()
+	ingest(b, a, evs)
+	t := g.start.Add(31 * 24 * time.Hour)
+	var cpu time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		t = t.Add(time.Second)
+		did := g.dids[g.rng.IntN(len(g.dids))]
+		ev, p := g.commit(did, colPost, map[string]any{"text": "one more post about topic7", "langs": []any{"en"}}, t)
+		g.posts = append(g.posts, p)
+		b.StartTimer()
+		cpu0 := cpuTime()
+		if err := a.apply(context.Background(), []*relay.Event{ev}); err != nil {
+			b.Fatal(err)
+		}
+		cpu += cpuTime() - cpu0
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 }
 
 // seededIndex builds (once per process run of the benchmark) an index of the synthetic
@@ -145,10 +190,12 @@ func BenchmarkGetTimeline(b *testing.B) {
 	var warm []time.Duration
 	i := 0
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	for b.Loop() {
 		warm = append(warm, timeTimeline(b, h, viewers[i%len(viewers)]))
 		i++
 	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(i), "cpu-µs/op")
 	b.ReportMetric(percentile(warm, 0.50), "p50-ms")
 	b.ReportMetric(percentile(warm, 0.99), "p99-ms")
 	b.ReportMetric(percentile(cold, 0.50), "cold-p50-ms")

@@ -93,7 +93,7 @@ func (c *cache[V]) close() { c.c.Close() }
 type caches struct {
 	actors  *cache[*actorRow]
 	posts   *cache[*postRow]
-	follows *cache[[]string] // viewer DID → DIDs it follows
+	follows *cache[*followSet] // DID → its follows
 }
 
 func newCaches(maxCost int64) (*caches, error) {
@@ -106,7 +106,7 @@ func newCaches(maxCost int64) (*caches, error) {
 		a.close()
 		return nil, err
 	}
-	f, err := newCache[[]string](maxCost / 4)
+	f, err := newCache[*followSet](maxCost / 4)
 	if err != nil {
 		a.close()
 		p.close()

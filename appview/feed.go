@@ -1,8 +1,8 @@
 package appview
 
 import (
+	"container/heap"
 	"database/sql"
-	"math"
 	"net/http"
 	"slices"
 
@@ -24,90 +24,163 @@ func (it feedItem) key() timeCursor { return timeCursor{at: it.at, uri: it.uri} 
 // filtered a page short.
 const timelineRounds = 4
 
-// followees returns the DIDs did follows, through the follow-list cache.
-func (r *req) followees(did string) ([]string, error) {
-	if v, ok := r.a.cache.follows.get(did); ok {
-		return v, nil
+// followSet is an account's follows as the follow-list cache holds them: the DIDs it
+// follows, and its oldest follow record of each (viewer.following).
+type followSet struct {
+	dids []string
+	uris map[string]string
+}
+
+// followees returns the follows of did, through the follow-list cache. The viewer's own
+// are kept in the request, so loadActorViewers reads viewer.following from them.
+func (r *req) followees(did string) (*followSet, error) {
+	if did == r.viewer && r.viewerFollows != nil {
+		return r.viewerFollows, nil
 	}
+	fs, ok := r.a.cache.follows.get(did)
+	if !ok {
+		var err error
+		if fs, err = r.loadFollowees(did); err != nil {
+			return nil, err
+		}
+	}
+	if did == r.viewer {
+		r.viewerFollows = fs
+	}
+	return fs, nil
+}
+
+// loadFollowees reads the follows of did from the index and offers them to the cache.
+func (r *req) loadFollowees(did string) (*followSet, error) {
 	st := stamp(r.gens.follows, did)
-	rows, err := r.tx.QueryContext(r.ctx, `SELECT DISTINCT subject FROM follows WHERE author = ?`, did)
+	rows, err := r.tx.QueryContext(r.ctx, `SELECT subject, min(uri) FROM follows WHERE author = ? GROUP BY subject`, did)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	fs := &followSet{uris: map[string]string{}}
 	size := int64(64)
 	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
+		var d, u string
+		if err := rows.Scan(&d, &u); err != nil {
 			return nil, err
 		}
-		out = append(out, d)
-		size += int64(len(d)) + 16
+		fs.dids = append(fs.dids, d)
+		fs.uris[d] = u
+		size += int64(len(d)+len(u)) + 48
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	r.a.cache.follows.set(did, out, size, st)
-	return out, nil
+	r.a.cache.follows.set(did, fs, size, st)
+	return fs, nil
 }
 
-// mergeFeeds returns up to want feed items of authors older than cur, newest first. The
-// authors are sorted by last_item_at descending, an upper bound of their newest item, so
-// once want items are held the first author whose bound is below the oldest of them ends
-// the merge: a timeline reads a short index range per recently active followee only.
+// mergeFeeds returns up to want feed items of authors older than cur, newest first.
+//
+// It is a lazy k-way merge: each author is read a few items at a time, and only when its
+// next item could be the newest of those not yet taken. An author is first ordered by
+// last_item_at, an upper bound of its newest item, so one whose bound is older than the
+// want-th item taken is never read. Reading each author's newest want items instead cost
+// up to want rows per followee, most of them thrown away: it was the biggest cost of
+// getTimeline.
 func (r *req) mergeFeeds(authors []*actorRow, cur timeCursor, want int) ([]feedItem, error) {
+	if want <= 0 || len(authors) == 0 {
+		return nil, nil
+	}
 	stmt, err := r.tx.PrepareContext(r.ctx, `SELECT sort_at, uri, post_uri, coalesce(repost_cid, '') FROM feed_items
-		WHERE originator = ? AND (sort_at, uri) < (?, ?) AND sort_at >= ?
+		WHERE originator = ? AND (sort_at, uri) < (?, ?)
 		ORDER BY sort_at DESC, uri DESC LIMIT ?`)
 	if err != nil {
 		return nil, err
 	}
 	defer stmt.Close()
-	items := make([]feedItem, 0, want)
-	spare := make([]feedItem, 0, want)
-	fresh := make([]feedItem, 0, want)
+	// A first read of a little more than an even share: busy authors read again.
+	first := min(want, want/len(authors)+2)
+	h := make(feedHeap, 0, len(authors))
 	for _, ar := range authors {
-		floor := int64(math.MinInt64)
-		if len(items) >= want {
-			floor = items[want-1].at
-			if ar.lastItemAt < floor {
-				break
-			}
+		s := &feedSource{did: ar.did, next: cur, chunk: first}
+		s.key = cur
+		if ar.lastItemAt < cur.at {
+			s.key = timeCursor{at: ar.lastItemAt, uri: topCursor().uri}
 		}
-		rows, err := stmt.QueryContext(r.ctx, ar.did, cur.at, cur.uri, floor, want)
-		if err != nil {
+		h = append(h, s)
+	}
+	heap.Init(&h)
+	items := make([]feedItem, 0, want)
+	for len(items) < want && len(h) > 0 {
+		s := h[0]
+		if len(s.buf) > 0 {
+			items = append(items, s.buf[0])
+			s.buf = s.buf[1:]
+		} else if err := s.fetch(r, stmt); err != nil {
 			return nil, err
 		}
-		fresh = fresh[:0]
-		for rows.Next() {
-			it := feedItem{originator: ar.did}
-			if err := rows.Scan(&it.at, &it.uri, &it.postURI, &it.repostCID); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			fresh = append(fresh, it)
+		switch {
+		case len(s.buf) > 0:
+			s.key = s.buf[0].key()
+			heap.Fix(&h, 0)
+		case s.done:
+			heap.Pop(&h)
+		default:
+			s.key = s.next // taken all fetched: the next read starts below the last one
+			heap.Fix(&h, 0)
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, err
-		}
-		items, spare = mergeItems(spare[:0], items, fresh, want), items
 	}
 	return items, nil
 }
 
-// mergeItems merges two lists sorted newest first into dst, keeping at most want.
-func mergeItems(dst, a, b []feedItem, want int) []feedItem {
-	for len(dst) < want && (len(a) > 0 || len(b) > 0) {
-		if len(b) == 0 || (len(a) > 0 && b[0].key().less(a[0].key())) {
-			dst, a = append(dst, a[0]), a[1:]
-		} else {
-			dst, b = append(dst, b[0]), b[1:]
-		}
+// feedSource is one author's feed in mergeFeeds.
+type feedSource struct {
+	did string
+	// key sorts the source: its newest fetched item not yet taken, or, with none
+	// fetched, an upper bound of its next item.
+	key   timeCursor
+	buf   []feedItem // fetched and not yet taken, newest first
+	next  timeCursor // the next read returns items older than this
+	chunk int        // how many items the next read asks for
+	done  bool       // the author has no items older than next
+}
+
+// fetch reads the source's next chunk of items into buf.
+func (s *feedSource) fetch(r *req, stmt *sql.Stmt) error {
+	rows, err := stmt.QueryContext(r.ctx, s.did, s.next.at, s.next.uri, s.chunk)
+	if err != nil {
+		return err
 	}
-	return dst
+	defer rows.Close()
+	for rows.Next() {
+		it := feedItem{originator: s.did}
+		if err := rows.Scan(&it.at, &it.uri, &it.postURI, &it.repostCID); err != nil {
+			return err
+		}
+		s.buf = append(s.buf, it)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(s.buf) < s.chunk {
+		s.done = true
+	}
+	if len(s.buf) > 0 {
+		s.next = s.buf[len(s.buf)-1].key()
+	}
+	s.chunk = min(2*s.chunk, 64)
+	return nil
+}
+
+// feedHeap orders feed sources newest key first (container/heap).
+type feedHeap []*feedSource
+
+func (h feedHeap) Len() int           { return len(h) }
+func (h feedHeap) Less(i, j int) bool { return h[j].key.less(h[i].key) }
+func (h feedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *feedHeap) Push(x any)        { *h = append(*h, x.(*feedSource)) }
+func (h *feedHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // hydrateFeed loads everything feedViewPost needs for items.
@@ -202,12 +275,8 @@ func (a *AppView) getTimeline(hr *http.Request, viewer string) (any, error) {
 	}
 	out := &feedOutput{Feed: []*feedViewPost{}}
 	err = a.read(hr.Context(), viewer, func(r *req) error {
-		follows, err := r.followees(viewer)
+		dids, err := r.timelineAccounts(viewer)
 		if err != nil {
-			return err
-		}
-		dids := append(slices.Clip(follows), viewer)
-		if err := r.loadActors(dids); err != nil {
 			return err
 		}
 		authors := make([]*actorRow, 0, len(dids))
@@ -685,4 +754,18 @@ func (a *AppView) getActorLikes(hr *http.Request, viewer string) (any, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// timelineAccounts returns the accounts whose items make viewer's timeline (those viewer
+// follows, and viewer), with their actor rows loaded.
+func (r *req) timelineAccounts(viewer string) ([]string, error) {
+	follows, err := r.followees(viewer)
+	if err != nil {
+		return nil, err
+	}
+	dids := append(slices.Clip(follows.dids), viewer)
+	if err := r.loadActors(dids); err != nil {
+		return nil, err
+	}
+	return dids, nil
 }

@@ -1,9 +1,11 @@
 package appview
 
 import (
+	"net/http"
 	"testing"
 
 	"github.com/bluesky-social/indigo/api/bsky"
+	"github.com/bluesky-social/indigo/atproto/syntax"
 )
 
 func TestGraphAndListViews(t *testing.T) {
@@ -82,5 +84,41 @@ func TestGraphAndListViews(t *testing.T) {
 	n.get(bob, "app.bsky.actor.searchActors", vals("q", "alice"), &sa)
 	if len(sa.Actors) != 1 {
 		t.Errorf("searchActors(alice) = %d, want 1", len(sa.Actors))
+	}
+}
+
+// TestModerationViewerState checks each kind of the viewer's moderation state (loadMod)
+// in the viewer state of profiles: mutes, blocks both ways, and modlists both ways.
+func TestModerationViewerState(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	alice, bob, carol, dave, erin := n.account("alice"), n.account("bob"), n.account("carol"), n.account("dave"), n.account("erin")
+	block := n.block(alice, bob)
+	n.block(carol, alice)
+	list := n.create(dave, colList, "", map[string]any{"name": "mods", "purpose": "app.bsky.graph.defs#modlist"})
+	n.create(dave, colListItem, "", map[string]any{"subject": alice.String(), "list": list.uri})
+	n.create(dave, colListItem, "", map[string]any{"subject": erin.String(), "list": list.uri})
+	n.create(alice, colListBlock, "", map[string]any{"subject": list.uri})
+	n.create(dave, colListBlock, "", map[string]any{"subject": list.uri})
+	n.sync()
+	if st := n.call(alice, http.MethodPost, "app.bsky.graph.muteActor", nil, map[string]string{"actor": dave.String()}, nil); st != http.StatusOK {
+		t.Fatalf("muteActor = %d", st)
+	}
+
+	v := func(actor syntax.DID) *bsky.ActorDefs_ViewerState { return n.profile(alice, actor).Viewer }
+	if got := v(bob); got == nil || got.Blocking == nil || *got.Blocking != block.uri {
+		t.Errorf("alice's view of bob = %+v, want blocking %s", got, block.uri)
+	}
+	if got := v(carol); got == nil || got.BlockedBy == nil || !*got.BlockedBy {
+		t.Errorf("alice's view of carol = %+v, want blockedBy", got)
+	}
+	if got := v(dave); got == nil || got.Muted == nil || !*got.Muted || got.BlockedBy == nil || !*got.BlockedBy {
+		t.Errorf("alice's view of dave = %+v, want muted and blockedBy (his modlist holds alice)", got)
+	}
+	if got := v(erin); got == nil || got.BlockingByList == nil || got.BlockingByList.Uri != list.uri {
+		t.Errorf("alice's view of erin = %+v, want blockingByList %s", got, list.uri)
+	}
+	if got := n.profile(bob, alice).Viewer; got == nil || got.BlockedBy == nil || !*got.BlockedBy || got.Muted != nil && *got.Muted {
+		t.Errorf("bob's view of alice = %+v, want blockedBy and not muted", got)
 	}
 }

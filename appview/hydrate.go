@@ -115,6 +115,8 @@ type req struct {
 	pvDone map[string]bool
 	// genLikes maps feed generator URIs to the viewer's like of them.
 	genLikes map[string]string
+	// viewerFollows are the viewer's follows once followees has loaded them.
+	viewerFollows *followSet
 }
 
 // read runs fn over one consistent snapshot of the index.
@@ -293,54 +295,41 @@ func (r *req) loadMod() error {
 	m := &modState{muted: map[string]bool{}, blocking: map[string]string{}, blockedBy: map[string]bool{},
 		listBlocking: map[string]*listViewBasic{}}
 	r.mod = m
-	v := []any{r.viewer}
-	err := r.rows(`SELECT subject FROM mutes WHERE viewer = ?`, v, func(rows *sql.Rows) error {
-		var d string
-		err := rows.Scan(&d)
-		m.muted[d] = true
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	err = r.rows(`SELECT subject, min(uri) FROM blocks WHERE author = ? GROUP BY subject`, v, func(rows *sql.Rows) error {
-		var d, u string
-		err := rows.Scan(&d, &u)
-		m.blocking[d] = u
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	err = r.rows(`SELECT author FROM blocks WHERE subject = ?`, v, func(rows *sql.Rows) error {
-		var d string
-		err := rows.Scan(&d)
-		m.blockedBy[d] = true
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	// Modlists the viewer subscribes to block their members.
-	err = r.rows(`SELECT li.subject, l.uri, l.cid, l.name, l.purpose FROM list_blocks lb
+	// One query of five parts rather than five queries: every request with a viewer runs
+	// it, and each query costs a prepare. The first column is the kind of the row.
+	const (
+		muted = iota
+		blocking
+		blockedBy
+		listBlocking
+	)
+	return r.rows(`SELECT 0, subject, '', '', '', '' FROM mutes WHERE viewer = ?1
+		UNION ALL SELECT 1, subject, min(uri), '', '', '' FROM blocks WHERE author = ?1 GROUP BY subject
+		UNION ALL SELECT 2, author, '', '', '', '' FROM blocks WHERE subject = ?1
+		-- Modlists the viewer subscribes to block their members.
+		UNION ALL SELECT 3, li.subject, l.uri, l.cid, l.name, l.purpose FROM list_blocks lb
 			JOIN list_items li ON li.list = lb.list JOIN lists l ON l.uri = lb.list
-		WHERE lb.author = ?`, v, func(rows *sql.Rows) error {
+		WHERE lb.author = ?1
+		-- Owners of modlists the viewer is on, who subscribe to them, block the viewer.
+		UNION ALL SELECT 2, lb.author, '', '', '', '' FROM list_items li JOIN list_blocks lb ON lb.list = li.list
+		WHERE li.subject = ?1`, []any{r.viewer}, func(rows *sql.Rows) error {
+		var kind int
 		var d string
 		lv := &listViewBasic{}
-		err := rows.Scan(&d, &lv.URI, &lv.CID, &lv.Name, &lv.Purpose)
-		m.listBlocking[d] = lv
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	// Owners of modlists the viewer is on, who subscribe to them, block the viewer.
-	return r.rows(`SELECT lb.author FROM list_items li JOIN list_blocks lb ON lb.list = li.list
-		WHERE li.subject = ?`, v, func(rows *sql.Rows) error {
-		var d string
-		err := rows.Scan(&d)
-		m.blockedBy[d] = true
-		return err
+		if err := rows.Scan(&kind, &d, &lv.URI, &lv.CID, &lv.Name, &lv.Purpose); err != nil {
+			return err
+		}
+		switch kind {
+		case muted:
+			m.muted[d] = true
+		case blocking:
+			m.blocking[d] = lv.URI
+		case blockedBy:
+			m.blockedBy[d] = true
+		case listBlocking:
+			m.listBlocking[d] = lv
+		}
+		return nil
 	})
 }
 
@@ -370,16 +359,23 @@ func (r *req) loadActorViewers(dids []string) error {
 		}
 	}
 	v := []any{r.viewer}
-	err := r.inQuery(`SELECT subject, min(uri) FROM follows WHERE author = ? AND subject IN (%s) GROUP BY subject`, v, todo, func(rows *sql.Rows) error {
-		var d, u string
-		if err := rows.Scan(&d, &u); err != nil {
+	if fs := r.viewerFollows; fs != nil {
+		// The timeline has the viewer's follows already: no query.
+		for _, d := range todo {
+			r.av[d].Following = fs.uris[d]
+		}
+	} else {
+		err := r.inQuery(`SELECT subject, min(uri) FROM follows WHERE author = ? AND subject IN (%s) GROUP BY subject`, v, todo, func(rows *sql.Rows) error {
+			var d, u string
+			if err := rows.Scan(&d, &u); err != nil {
+				return err
+			}
+			r.av[d].Following = u
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-		r.av[d].Following = u
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	// INDEXED BY: left alone, SQLite reads this through follows_subject, which walks every
 	// follower of the viewer (thousands for a popular account) instead of seeking each

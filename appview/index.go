@@ -15,6 +15,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 
+	"github.com/aerie-social/aerie/node/sqlite"
 	"github.com/aerie-social/aerie/relay"
 	"github.com/aerie-social/aerie/repo"
 )
@@ -35,6 +36,7 @@ const maxReplyNotifyDepth = 4
 // indexTx applies record changes inside one index write transaction.
 type indexTx struct {
 	ctx   context.Context
+	db    *sqlite.DB
 	tx    *sql.Tx
 	t     *touched
 	log   *slog.Logger
@@ -51,7 +53,7 @@ type indexTx struct {
 // currentJSON returns the JSON of the record being indexed, converting it once.
 func (ix *indexTx) currentJSON() (string, error) {
 	if ix.curJSON == nil {
-		js, err := repo.RecordJSON(ix.cur.CBOR)
+		js, err := recordJSON(ix.cur)
 		if err != nil {
 			return "", err
 		}
@@ -60,8 +62,9 @@ func (ix *indexTx) currentJSON() (string, error) {
 	return string(ix.curJSON), nil
 }
 
-func newIndexTx(ctx context.Context, tx *sql.Tx, t *touched, known *knownActors, log *slog.Logger) *indexTx {
-	return &indexTx{ctx: ctx, tx: tx, t: t, known: known, log: log, stmts: map[string]*sql.Stmt{}}
+// newIndexTx returns an indexTx over tx, which must come from db.Write.
+func newIndexTx(ctx context.Context, db *sqlite.DB, tx *sql.Tx, t *touched, known *knownActors, log *slog.Logger) *indexTx {
+	return &indexTx{ctx: ctx, db: db, tx: tx, t: t, known: known, log: log, stmts: map[string]*sql.Stmt{}}
 }
 
 func (ix *indexTx) close() {
@@ -70,13 +73,16 @@ func (ix *indexTx) close() {
 	}
 }
 
-// stmt returns q prepared once per transaction: a batch runs the same few statements
+// stmt returns q bound to the transaction. The writer connection keeps the statements
+// prepared across transactions (sqlite.DB.Stmt): a local write indexes one record per
+// transaction, and preparing its dozen statements cost as much as running them. The
+// per-transaction map saves rebinding in a batch, which runs the same few statements
 // thousands of times.
 func (ix *indexTx) stmt(q string) (*sql.Stmt, error) {
 	if s, ok := ix.stmts[q]; ok {
 		return s, nil
 	}
-	s, err := ix.tx.PrepareContext(ix.ctx, q)
+	s, err := ix.db.Stmt(ix.ctx, ix.tx, q)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %q: %w", firstLine(q), err)
 	}
@@ -495,11 +501,14 @@ func (ix *indexTx) notify(recipient, author, reason, reasonSubject, uri, cid str
 	if recipient == "" || recipient == author {
 		return nil
 	}
-	js, err := ix.currentJSON()
-	if err != nil {
-		return nil // a record that cannot be rendered cannot be shown either
+	js := "" // a plain record: listNotifications rebuilds it from its row
+	if !plainRecord(ix.cur.Type, ix.cur.Data) {
+		var err error
+		if js, err = ix.currentJSON(); err != nil {
+			return nil // a record that cannot be rendered cannot be shown either
+		}
 	}
-	_, err = ix.exec(`INSERT INTO notifications (recipient, author, reason, reason_subject, uri, cid, record, indexed_at)
+	_, err := ix.exec(`INSERT INTO notifications (recipient, author, reason, reason_subject, uri, cid, record, indexed_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uri, recipient) DO NOTHING`,
 		recipient, author, reason, nullStr(reasonSubject), uri, cid, js, ix.at.UnixMicro())
 	return err
@@ -533,16 +542,16 @@ func (ix *indexTx) insertPost(did, uri, cid string, rec *repo.Record) error {
 	// Likes, reposts, replies and quotes may have arrived before the post (another host's
 	// stream, a reindex): the insert counts what is there.
 	var rowid int64
-	err = ix.row(`INSERT INTO posts (uri, cid, author, record, text, created_at, indexed_at, sort_at,
+	err = ix.row(`INSERT INTO posts (uri, cid, author, record, created_at, indexed_at, sort_at,
 			reply_root, reply_parent, quote_uri, media, langs, violates_gate, embed_detached,
 			like_count, repost_count, reply_count, quote_count)
-		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
 			(SELECT count(*) FROM likes WHERE subject = ?1),
 			(SELECT count(*) FROM reposts WHERE subject = ?1),
 			(SELECT count(*) FROM posts p WHERE p.reply_parent = ?1 AND p.violates_gate = 0),
 			(SELECT count(*) FROM posts p WHERE p.quote_uri = ?1 AND p.embed_detached = 0))
 		ON CONFLICT (uri) DO NOTHING RETURNING rowid`,
-		[]any{uri, cid, did, js, p.text, createdRaw, ix.at.UnixMicro(), sortAt,
+		[]any{uri, cid, did, js, createdRaw, ix.at.UnixMicro(), sortAt,
 			nullStr(p.replyRoot), nullStr(p.replyPar), nullStr(p.quoteURI), p.media, nullStr(p.langs), violates, detached},
 		&rowid)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -1035,7 +1044,7 @@ func (ix *indexTx) insertGate(table, did, uri, cid, rkey string, rec *repo.Recor
 	if post != "at://"+did+"/"+colPost+"/"+rkey {
 		return nil
 	}
-	js, err := repo.RecordJSON(rec.CBOR)
+	js, err := recordJSON(rec)
 	if err != nil {
 		return nil
 	}
@@ -1061,7 +1070,7 @@ func (ix *indexTx) insertGenerator(did, uri, cid string, rec *repo.Record) error
 	if !ok || name == "" {
 		return nil
 	}
-	js, err := repo.RecordJSON(rec.CBOR)
+	js, err := recordJSON(rec)
 	if err != nil {
 		return nil
 	}

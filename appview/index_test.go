@@ -77,7 +77,7 @@ func TestReplayNeverDoubleCounts(t *testing.T) {
 	// index commit and the cursor write would (it cannot, they share a transaction) or a
 	// duplicate delivery from another host.
 	err := av.db.Write(context.Background(), func(tx *sql.Tx) error {
-		ix := newIndexTx(context.Background(), tx, newTouched(), newKnownActors(), discardLog())
+		ix := newIndexTx(context.Background(), av.db, tx, newTouched(), newKnownActors(), discardLog())
 		defer ix.close()
 		for _, ev := range evs {
 			if err := ix.event(ev, av.now()); err != nil {

@@ -68,16 +68,10 @@ func (a *AppView) listNotifications(hr *http.Request, viewer string) (any, error
 			}
 		}
 		q += fmt.Sprintf(` ORDER BY n.id DESC LIMIT %d`, limit)
-		type row struct {
-			id  int64
-			n   *notification
-			at  int64
-			did string
-		}
-		var rs []row
+		var rs []notificationRow
 		err = r.rows(q, args, func(rows *sql.Rows) error {
 			n := &notification{}
-			var x row
+			var x notificationRow
 			var rec string
 			if err := rows.Scan(&x.id, &n.URI, &n.CID, &x.did, &n.Reason, &n.ReasonSubject, &rec, &x.at); err != nil {
 				return err
@@ -92,6 +86,9 @@ func (a *AppView) listNotifications(hr *http.Request, viewer string) (any, error
 		if err != nil {
 			return err
 		}
+		if err := r.rebuildPlainRecords(rs); err != nil {
+			return err
+		}
 		dids := make([]string, len(rs))
 		for i, x := range rs {
 			dids[i] = x.did
@@ -100,8 +97,10 @@ func (a *AppView) listNotifications(hr *http.Request, viewer string) (any, error
 			return err
 		}
 		for _, x := range rs {
-			if !r.actors[x.did].active() || r.blocked(x.did) {
-				continue // list blocks are not in notificationFilter
+			// List blocks are not in notificationFilter; an empty record found no row to
+			// rebuild it from.
+			if !r.actors[x.did].active() || r.blocked(x.did) || len(x.n.Record) == 0 {
+				continue
 			}
 			x.n.Author = r.profile(x.did)
 			out.Notifications = append(out.Notifications, x.n)
@@ -153,4 +152,52 @@ func (a *AppView) updateSeen(hr *http.Request, viewer string) (any, error) {
 		return nil, fmt.Errorf("update seen of %s: %w", viewer, err)
 	}
 	return nil, nil
+}
+
+// notificationRow is a notifications row being listed.
+type notificationRow struct {
+	id  int64
+	n   *notification
+	at  int64
+	did string
+}
+
+// rebuildPlainRecords fills in the records the index stored empty (plainRecord) from the
+// rows of the likes, reposts and follows that caused them. A row that is gone (it never
+// is: deleting a record deletes its notifications) leaves the record empty.
+func (r *req) rebuildPlainRecords(rs []notificationRow) error {
+	byURI := map[string]*notification{}
+	uris := map[string][]string{}
+	for _, x := range rs {
+		if len(x.n.Record) == 0 {
+			c := uriCollection(x.n.URI)
+			byURI[x.n.URI] = x.n
+			uris[c] = append(uris[c], x.n.URI)
+		}
+	}
+	for _, c := range []string{colLike, colRepost, colFollow} {
+		if len(uris[c]) == 0 {
+			continue
+		}
+		q := `SELECT uri, created_at, subject, subject_cid FROM ` + tableOf(c) + ` WHERE uri IN (%s)`
+		if c == colFollow {
+			q = `SELECT uri, created_at, subject, '' FROM follows WHERE uri IN (%s)`
+		}
+		err := r.inQuery(q, nil, uris[c], func(rows *sql.Rows) error {
+			var uri, created, subject, subjectCID string
+			if err := rows.Scan(&uri, &created, &subject, &subjectCID); err != nil {
+				return err
+			}
+			js, err := dataJSON(plainRecordData(c, created, subject, subjectCID))
+			if err != nil {
+				return err
+			}
+			byURI[uri].Record = js
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

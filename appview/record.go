@@ -1,12 +1,73 @@
 package appview
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/aerie-social/aerie/repo"
 )
+
+// recordJSON renders rec as repo.RecordJSON renders its CBOR (the form getRecord serves):
+// rec.Data is what RecordJSON would decode, and the indexer has it parsed already; decoding
+// the CBOR a second time was most of the cost of the conversion.
+func recordJSON(rec *repo.Record) ([]byte, error) { return dataJSON(rec.Data) }
+
+// dataJSON renders record data (as atdata parses it) the way repo.RecordJSON does.
+func dataJSON(data map[string]any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // as RecordJSON: the author's <, > and & stay as written
+	if err := enc.Encode(data); err != nil {
+		return nil, fmt.Errorf("encode record JSON: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// A like, repost or follow record nearly always holds nothing but $type, createdAt and
+// its subject, all of which its row in likes, reposts or follows keeps. Its notifications
+// then store an empty record, and listNotifications renders it from that row
+// (plainRecord): those were most notifications, and their JSON a third of the index.
+
+// plainRecord reports whether m, a record of collection, holds exactly what
+// plainRecordData rebuilds from its row, so the rebuilt JSON is byte for byte the record's.
+func plainRecord(collection string, m map[string]any) bool {
+	created, ok := m["createdAt"].(string)
+	if len(m) != 3 || !ok {
+		return false
+	}
+	if _, err := syntax.ParseDatetimeLenient(created); err != nil {
+		return false // the row holds the indexing time instead
+	}
+	switch collection {
+	case colLike, colRepost:
+		ref, ok := m["subject"].(map[string]any)
+		if !ok || len(ref) != 2 {
+			return false
+		}
+		_, _, ok = readStrongRef(ref)
+		return ok
+	case colFollow:
+		_, ok := didOf(m, "subject")
+		return ok
+	}
+	return false
+}
+
+// plainRecordData rebuilds a plain record (plainRecord) of collection from its row's
+// fields; subjectCID is unused for a follow.
+func plainRecordData(collection, createdAt, subject, subjectCID string) map[string]any {
+	m := map[string]any{"$type": collection, "createdAt": createdAt, "subject": subject}
+	if collection != colFollow {
+		m["subject"] = map[string]any{"uri": subject, "cid": subjectCID}
+	}
+	return m
+}
 
 // Record collections the indexer understands (atproto-reference §10).
 const (

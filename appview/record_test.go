@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/aerie-social/aerie/repo"
 )
 
 // FuzzIsDID checks isDID against indigo's parser, which it replaces on the hot path.
@@ -33,6 +35,41 @@ func TestURIAuthority(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := uriAuthority(tt.uri); got != tt.want {
 				t.Errorf("uriAuthority(%q) = %q, want %q", tt.uri, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRecordJSONMatchesRepo checks that the indexer's JSON of a parsed record is byte for
+// byte what repo.RecordJSON (getRecord) renders from its CBOR.
+func TestRecordJSONMatchesRepo(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, json string }{
+		{"post", `{"$type":"app.bsky.feed.post","text":"a <b> & c \u00e9 \ud83d\ude00","createdAt":"2026-05-01T00:00:00.000Z","langs":["en","fr"]}`},
+		{"reply with facets", `{"$type":"app.bsky.feed.post","text":"hi @b","createdAt":"2026-05-01T00:00:00Z",
+			"reply":{"root":{"uri":"at://did:plc:a/app.bsky.feed.post/3k","cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"},
+				"parent":{"uri":"at://did:plc:a/app.bsky.feed.post/3k","cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}},
+			"facets":[{"index":{"byteStart":3,"byteEnd":5},"features":[{"$type":"app.bsky.richtext.facet#mention","did":"did:plc:b"}]}]}`},
+		{"blob, link and bytes", `{"$type":"app.bsky.feed.post","text":"","createdAt":"2026-05-01T00:00:00Z",
+			"embed":{"$type":"app.bsky.embed.images","images":[{"alt":"x","image":{"$type":"blob","ref":{"$link":"bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy"},"mimeType":"image/png","size":1234}}]},
+			"extra":{"link":{"$link":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"},"raw":{"$bytes":"aGVsbG8"},"n":-7,"ok":true,"none":null}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec, err := repo.RecordFromJSON([]byte(tt.json))
+			if err != nil {
+				t.Fatalf("RecordFromJSON = %v", err)
+			}
+			want, err := repo.RecordJSON(rec.CBOR)
+			if err != nil {
+				t.Fatalf("repo.RecordJSON = %v", err)
+			}
+			got, err := recordJSON(rec)
+			if err != nil {
+				t.Fatalf("recordJSON = %v", err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("recordJSON = %s\nrepo.RecordJSON = %s", got, want)
 			}
 		})
 	}
