@@ -111,7 +111,7 @@ type replyItem struct {
 var funcs = template.FuncMap{
 	// maxImageBytes tells the page's script when to shrink an image before sending it.
 	"maxImageBytes": func() int { return maxImageBytes },
-	"quoteOf": func(p *Post) *Quoted { return &Quoted{Author: p.Author, Segments: p.Segments, Link: p.Link} },
+	"quoteOf":       func(p *Post) *Quoted { return &Quoted{Author: p.Author, Segments: p.Segments, Link: p.Link} },
 	// slots numbers the compose form's image description fields from 1.
 	"slots": func(n int) []int {
 		out := make([]int, n)
