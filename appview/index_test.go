@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -217,17 +218,15 @@ func TestReindexRebuildsTheSameIndex(t *testing.T) {
 	}
 }
 
-func TestSyncMarksForReindex(t *testing.T) {
-	t.Parallel()
-	n := newTestNet(t)
-	a := n.account("a")
-	n.post(a, "x")
-	commit, rev, _, err := n.store.Head(context.Background(), a)
+// markForReindex sends a #sync for did's current commit through the index.
+func (n *testNet) markForReindex(t *testing.T, did syntax.DID) {
+	t.Helper()
+	commit, rev, _, err := n.store.Head(context.Background(), did)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := n.store.GetBlocks(context.Background(), a, []cid.Cid{commit}, &buf); err != nil {
+	if err := n.store.GetBlocks(context.Background(), did, []cid.Cid{commit}, &buf); err != nil {
 		t.Fatal(err)
 	}
 	car, err := repo.ReadCAR(&buf, repo.DefaultCARLimits())
@@ -235,20 +234,58 @@ func TestSyncMarksForReindex(t *testing.T) {
 		t.Fatal(err)
 	}
 	block, _ := car.Get(commit)
-	ev, err := relay.NewSync(a, rev, commit, block)
+	ev, err := relay.NewSync(did, rev, commit, block)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.submit(ev)
 	n.sync()
-	dids, err := n.appview().NeedsReindex(context.Background(), 10)
+}
+
+// TestNeedsReindexPages checks that marked accounts are listed in pages after a cursor,
+// so accounts that stay marked cannot hide the rest.
+func TestNeedsReindexPages(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	var all []syntax.DID
+	for _, name := range []string{"a", "b", "c"} {
+		d := n.account(name)
+		n.markForReindex(t, d)
+		all = append(all, d)
+	}
+	slices.Sort(all)
+	var got []syntax.DID
+	var after syntax.DID
+	for range 3 {
+		page, err := n.appview().NeedsReindex(context.Background(), after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, page...)
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1]
+	}
+	if !slices.Equal(got, all) {
+		t.Errorf("NeedsReindex pages = %v, want %v", got, all)
+	}
+}
+
+func TestSyncMarksForReindex(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	a := n.account("a")
+	n.post(a, "x")
+	n.markForReindex(t, a)
+	dids, err := n.appview().NeedsReindex(context.Background(), "", 10)
 	if err != nil || len(dids) != 1 || dids[0] != a {
 		t.Fatalf("NeedsReindex = %v, %v; want [%s]", dids, err, a)
 	}
 	if err := n.appview().Reindex(context.Background(), a, n.repoRecords(a)); err != nil {
 		t.Fatal(err)
 	}
-	if dids, _ := n.appview().NeedsReindex(context.Background(), 10); len(dids) != 0 {
+	if dids, _ := n.appview().NeedsReindex(context.Background(), "", 10); len(dids) != 0 {
 		t.Errorf("NeedsReindex after Reindex = %v, want none", dids)
 	}
 }

@@ -64,11 +64,12 @@ func (a *AppView) Reindex(ctx context.Context, did syntax.DID, records iter.Seq2
 }
 
 // NeedsReindex returns up to limit accounts marked by a #sync event (or an outdated
-// cursor), for the node to feed to Reindex.
-func (a *AppView) NeedsReindex(ctx context.Context, limit int) ([]syntax.DID, error) {
+// cursor), for the node to feed to Reindex, in DID order after the DID after ("" for the
+// first page): accounts that stay marked (their host is down) do not hide the others.
+func (a *AppView) NeedsReindex(ctx context.Context, after syntax.DID, limit int) ([]syntax.DID, error) {
 	var out []syntax.DID
 	err := a.db.Read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT did FROM actors WHERE needs_reindex = 1 LIMIT ?`, limit)
+		rows, err := tx.QueryContext(ctx, `SELECT did FROM actors WHERE needs_reindex = 1 AND did > ? ORDER BY did LIMIT ?`, after.String(), limit)
 		if err != nil {
 			return err
 		}

@@ -73,20 +73,33 @@ func (n *Node) reindexLoop(ctx context.Context) error {
 
 // reindexMarked is one pass of reindexLoop.
 func (n *Node) reindexMarked(ctx context.Context) {
-	dids, err := n.appview.NeedsReindex(ctx, 100)
-	if err != nil && ctx.Err() == nil {
-		n.log.WarnContext(ctx, "list repos to reindex", "err", err)
-	}
-	for _, did := range dids {
-		if ok, err := n.repos.Exists(ctx, did); err != nil || !ok {
-			n.crawler.Resync(did) // not hosted here: fetch it from its own host
-			continue
+	var after syntax.DID
+	for {
+		dids, err := n.appview.NeedsReindex(ctx, after, reindexPage)
+		if err != nil {
+			if ctx.Err() == nil {
+				n.log.WarnContext(ctx, "list repos to reindex", "err", err)
+			}
+			return
 		}
-		if err := n.appview.Reindex(ctx, did, n.repoRecords(ctx, did)); err != nil && ctx.Err() == nil {
-			n.log.WarnContext(ctx, "reindex", "did", did, "err", err)
+		for _, did := range dids {
+			if ok, err := n.repos.Exists(ctx, did); err != nil || !ok {
+				n.crawler.Resync(did) // not hosted here: fetch it from its own host
+				continue
+			}
+			if err := n.appview.Reindex(ctx, did, n.repoRecords(ctx, did)); err != nil && ctx.Err() == nil {
+				n.log.WarnContext(ctx, "reindex", "did", did, "err", err)
+			}
 		}
+		if len(dids) < reindexPage {
+			return
+		}
+		after = dids[len(dids)-1]
 	}
 }
+
+// reindexPage is how many marked accounts reindexMarked reads at a time.
+const reindexPage = 100
 
 // repoRecords yields every record of a local repo, collection by collection.
 func (n *Node) repoRecords(ctx context.Context, did syntax.DID) iter.Seq2[appview.RepoRecord, error] {

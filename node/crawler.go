@@ -27,10 +27,6 @@ const wantTimeout = 30 * time.Second
 // no longer followed or interacted with.
 const interestSweep = time.Hour
 
-// maxSweepPending bounds the accounts waiting for a reindex that a sweep checks for local
-// ones; with more waiting it drops nothing.
-const maxSweepPending = 1000
-
 // newCrawler builds the crawler over the node's sequencer and identity resolver.
 func (n *Node) newCrawler() *relay.Crawler {
 	cfg := n.cfg.Relay
@@ -123,14 +119,21 @@ func (n *Node) sweepInterest(ctx context.Context) {
 	// before the sweep began, or with local repos waiting to be reindexed, may not show
 	// follows that exist.
 	complete := n.appview.WaitForSeq(ctx, n.seq.LastSeq()) == nil
-	pending, err := n.appview.NeedsReindex(ctx, maxSweepPending)
-	if err != nil || len(pending) == maxSweepPending {
-		complete = false
-	}
-	for _, did := range pending {
-		if n.isLocal(did.String()) {
+	var after syntax.DID
+	for complete {
+		pending, err := n.appview.NeedsReindex(ctx, after, reindexPage)
+		if err != nil {
 			complete = false
 		}
+		for _, did := range pending {
+			if n.isLocal(did.String()) {
+				complete = false
+			}
+		}
+		if len(pending) < reindexPage {
+			break
+		}
+		after = pending[len(pending)-1]
 	}
 	var locals []syntax.DID
 	for did, err := range n.localDIDs(ctx) {
