@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,11 @@ type corkConn struct {
 	timeout time.Duration // deadline for each real write: a stuck client cannot hold us
 	// vectored says Conn turns net.Buffers into one writev; others (TLS) get one copy.
 	vectored bool
+
+	// lastBatch is when a batch write last finished (unix nanoseconds), and writing is set
+	// while one is under way: the ping loop leaves a client that is taking batches alone.
+	lastBatch atomic.Int64
+	writing   atomic.Bool
 
 	mu  sync.Mutex
 	buf []byte
@@ -64,8 +70,24 @@ func (c *corkConn) setDeadline() error {
 // writeBatch writes the buffers, whole WebSocket frames, in as few system calls as the
 // connection allows. It consumes bufs.
 func (c *corkConn) writeBatch(bufs net.Buffers) error {
+	c.writing.Store(true)
+	defer c.writing.Store(false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	err := c.writeBatchLocked(bufs)
+	if err == nil {
+		c.lastBatch.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
+// consuming reports whether a batch write is under way or one finished within d: the
+// client is reading, however slowly, and a ping would only queue behind the batch.
+func (c *corkConn) consuming(d time.Duration) bool {
+	return c.writing.Load() || time.Since(time.Unix(0, c.lastBatch.Load())) < d
+}
+
+func (c *corkConn) writeBatchLocked(bufs net.Buffers) error {
 	if err := c.setDeadline(); err != nil {
 		return err
 	}

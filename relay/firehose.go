@@ -56,8 +56,7 @@ type Firehose struct {
 	// writeTimeout is defaultWriteTimeout; tests that stall a client on purpose raise it so
 	// a loaded machine does not turn their cut-off into a timeout.
 	writeTimeout time.Duration
-	// pingInterval is defaultPingInterval; the same tests raise it, since a ping waits
-	// behind the stalled batch write and its pong timeout would drop the client first.
+	// pingInterval is defaultPingInterval; tests shorten it.
 	pingInterval time.Duration
 
 	mu sync.Mutex
@@ -194,6 +193,13 @@ func (f *Firehose) stream(parent context.Context, conn *websocket.Conn, cc *cork
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+			// A client taking our batches is alive. Pinging it anyway would queue the ping
+			// behind a batch a slow reader takes long over, and coder/websocket drops a
+			// connection whose control frame waits 5 s: it would never hear
+			// ConsumerTooSlow. Stalls are the write timeout's to catch.
+			if cc.consuming(f.pingInterval) {
+				continue
 			}
 			pctx, pcancel := context.WithTimeout(connCtx, pongTimeout)
 			err := conn.Ping(pctx)
