@@ -52,18 +52,34 @@ func (s *Server) handleSignInForm(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
+	s.signInForm(w, r, false)
+}
+
+// handleReactivate reactivates a deactivated account from the sign-in page, asking for
+// the password again rather than carrying it in the page.
+func (s *Server) handleReactivate(w http.ResponseWriter, r *http.Request) {
+	s.signInForm(w, r, true)
+}
+
+// signInForm checks the sign-in form's credentials and signs the browser in, after
+// reactivating the account when reactivate is set.
+func (s *Server) signInForm(w http.ResponseWriter, r *http.Request, reactivate bool) {
 	st := stateFrom(r.Context())
-	id := strings.TrimSpace(r.PostForm.Get("identifier"))
-	id = strings.TrimPrefix(id, "@")
+	id := strings.TrimPrefix(strings.TrimSpace(r.PostForm.Get("identifier")), "@")
 	password := r.PostForm.Get("password")
+	title, check := "Sign in", s.backend.Login
+	if reactivate {
+		title, check = "Reactivate your account", s.backend.Reactivate
+	}
 	fail := func(status int, msg string) {
-		s.render(w, r, status, "signin", &page{Title: "Sign in", Identifier: id, Error: msg})
+		s.render(w, r, status, "signin", &page{Title: title, Identifier: id, Reactivate: reactivate, Error: msg})
 	}
 	if id == "" || password == "" {
 		fail(http.StatusBadRequest, "Enter your handle or email and your password.")
 		return
 	}
-	did, handle, err := s.backend.Login(r.Context(), id, password)
+	did, handle, err := check(r.Context(), id, password)
+	var fe *FormError
 	switch {
 	case errors.Is(err, ErrDeactivated):
 		s.render(w, r, http.StatusForbidden, "signin", &page{Title: "Reactivate your account", Identifier: id, Reactivate: true})
@@ -74,43 +90,12 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrRateLimited):
 		fail(http.StatusTooManyRequests, "Too many sign-in attempts. Wait a few minutes and try again.")
 		return
-	case err != nil:
-		s.log.ErrorContext(r.Context(), "sign in", "err", err)
-		fail(http.StatusInternalServerError, "Signing in is not possible right now. Try again later.")
-		return
-	}
-	s.signIn(w, st, did, handle)
-	http.Redirect(w, r, "/", http.StatusSeeOther)
-}
-
-// handleReactivate reactivates a deactivated account from the sign-in page, asking for
-// the password again rather than carrying it in the page.
-func (s *Server) handleReactivate(w http.ResponseWriter, r *http.Request) {
-	st := stateFrom(r.Context())
-	id := strings.TrimPrefix(strings.TrimSpace(r.PostForm.Get("identifier")), "@")
-	password := r.PostForm.Get("password")
-	fail := func(status int, msg string) {
-		s.render(w, r, status, "signin", &page{Title: "Reactivate your account", Identifier: id, Reactivate: true, Error: msg})
-	}
-	if id == "" || password == "" {
-		fail(http.StatusBadRequest, "Enter your handle or email and your password.")
-		return
-	}
-	did, handle, err := s.backend.Reactivate(r.Context(), id, password)
-	var fe *FormError
-	switch {
-	case errors.Is(err, ErrBadCredentials):
-		fail(http.StatusUnauthorized, "Wrong handle or password.")
-		return
-	case errors.Is(err, ErrRateLimited):
-		fail(http.StatusTooManyRequests, "Too many sign-in attempts. Wait a few minutes and try again.")
-		return
 	case errors.As(err, &fe):
 		fail(http.StatusBadRequest, fe.Message)
 		return
 	case err != nil:
-		s.log.ErrorContext(r.Context(), "reactivate account", "err", err)
-		fail(http.StatusInternalServerError, "Reactivating is not possible right now. Try again later.")
+		s.log.ErrorContext(r.Context(), strings.ToLower(title), "err", err)
+		fail(http.StatusInternalServerError, "That is not possible right now. Try again later.")
 		return
 	}
 	s.signIn(w, st, did, handle)
