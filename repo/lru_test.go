@@ -162,20 +162,7 @@ func TestHandleCacheMissWaitsForALease(t *testing.T) {
 			t.Fatalf("acquire(a) = %v", err)
 		}
 		ha.uses.Add(1)
-		got := make(chan error, 1)
-		go func() {
-			_, release, err := c.acquire(t.Context(), "b")
-			if err == nil {
-				release()
-			}
-			got <- err
-		}()
-		synctest.Wait()
-		select {
-		case err := <-got:
-			t.Fatalf("acquire(b) returned %v while the only slot was leased", err)
-		default:
-		}
+		got := acquireBlocked(t, c, "b", "while the only slot was leased")
 		if ha.closed.Load() {
 			t.Fatal("leased handle a was closed")
 		}
@@ -354,20 +341,7 @@ func TestHandleCacheClosesEvictedInBackground(t *testing.T) {
 			t.Errorf("openCount() = %d, want 3 (c open, a closing, b queued)", n)
 		}
 
-		got := make(chan error, 1)
-		go func() {
-			_, release, err := c.acquire(t.Context(), "a")
-			if err == nil {
-				release()
-			}
-			got <- err
-		}()
-		synctest.Wait()
-		select {
-		case err := <-got:
-			t.Fatalf("acquire(a) returned %v while a was still closing", err)
-		default:
-		}
+		got := acquireBlocked(t, c, "a", "while a was still closing")
 
 		use("b") // taken back from the queue; evicts c into the queue
 		if f.opens["b"] != 1 {
@@ -451,4 +425,26 @@ func TestHandleCacheBackgroundChurn(t *testing.T) {
 	if n := f.open.Load(); n != 0 {
 		t.Errorf("open handles after close = %d, want 0", n)
 	}
+}
+
+// acquireBlocked starts acquire(key) in the background (releasing what it gets), checks
+// inside a synctest bubble that it is still waiting, and returns the channel its error
+// arrives on; why says what should be holding it.
+func acquireBlocked(t *testing.T, c *handleCache[string, *fakeHandle], key, why string) <-chan error {
+	t.Helper()
+	got := make(chan error, 1)
+	go func() {
+		_, release, err := c.acquire(t.Context(), key)
+		if err == nil {
+			release()
+		}
+		got <- err
+	}()
+	synctest.Wait()
+	select {
+	case err := <-got:
+		t.Fatalf("acquire(%s) returned %v %s", key, err, why)
+	default:
+	}
+	return got
 }
