@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -369,5 +370,46 @@ func TestMustExist(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Errorf("Write after Open(MustExist) = %v", err)
+	}
+}
+
+// TestFileBelongsToThisProcess checks the unix-excl VFS is in use: the WAL index lives in memory
+// (no -shm file appears, even with a writer and a reader both in a transaction), and the
+// connections of one process still see each other's commits.
+func TestFileBelongsToThisProcess(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("unix-excl is a Unix VFS")
+	}
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "x.sqlite")
+	db := openTest(t, file, Options{Migrations: testMigrations()})
+	ctx := t.Context()
+	if err := db.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('a')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Read(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("reader sees %d items (%v), want 1", n, err)
+		}
+		return db.Write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('b')`)
+			return err
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file + "-wal"); err != nil {
+		t.Errorf("no WAL file: %v", err)
+	}
+	if _, err := os.Stat(file + "-shm"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stat %s-shm = %v, want it absent: the WAL index should be in memory", file, err)
+	}
+	if err := db.CheckpointPassive(ctx); err != nil {
+		t.Errorf("checkpoint from the reader pool: %v", err)
 	}
 }
