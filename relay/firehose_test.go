@@ -73,7 +73,13 @@ func TestFirehoseCursors(t *testing.T) {
 func TestFirehoseLiveOnly(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testConfig())
+	// Submit returns once seq 1 is durable, which may be before streams see it: wait for
+	// a live subscription to get it, so the connection below comes after it.
+	before, _ := h.seq.Subscribe(Live)
 	submit(t, h.seq, NewIdentity("did:plc:a", "a.test"))
+	if _, err := before.Next(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	c := dial(t, h, "")
 	// The stream is subscribed once the upgrade is done; a subscription made now is
 	// behind it, so when that one sees seq 2, the stream has it too.
