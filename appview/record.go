@@ -136,10 +136,37 @@ func readStrongRef(m map[string]any) (uri, cid string, ok bool) {
 	if cid == "" {
 		return "", "", false
 	}
-	if _, err := syntax.ParseATURI(uri); err != nil {
+	if !validATURI(uri) {
 		return "", "", false
 	}
 	return uri, cid, true
+}
+
+// maxATURILength is the longest AT-URI atproto allows.
+const maxATURILength = 8192
+
+// validATURI decides as syntax.ParseATURI does (FuzzValidATURI holds it to that). URIs
+// with a DID authority, which is what records reference, are checked by hand; those
+// naming a handle go through ParseATURI, whose regular expressions cost the indexer
+// about 3% of its time.
+func validATURI(s string) bool {
+	rest, ok := strings.CutPrefix(s, "at://")
+	if !ok || len(s) > maxATURILength {
+		return false
+	}
+	authority, path, hasPath := strings.Cut(rest, "/")
+	if !isDID(authority) {
+		_, err := syntax.ParseATURI(s)
+		return err == nil
+	}
+	if !hasPath {
+		return true
+	}
+	collection, rkey, hasKey := strings.Cut(path, "/")
+	if !repo.ValidNSID(collection) {
+		return false
+	}
+	return !hasKey || repo.ValidRecordKey(rkey)
 }
 
 // didOf reads a DID field.

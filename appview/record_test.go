@@ -22,6 +22,24 @@ func FuzzIsDID(f *testing.F) {
 	})
 }
 
+// FuzzValidATURI checks validATURI against indigo's parser, which it replaces on the hot
+// path for URIs with a DID authority.
+func FuzzValidATURI(f *testing.F) {
+	for _, s := range []string{"at://did:plc:abc/app.bsky.feed.post/3k", "at://did:plc:abc", "at://did:plc:abc/",
+		"at://did:plc:abc/app.bsky.feed.post", "at://did:plc:abc/app.bsky.feed.post/", "at://alice.test/app.bsky.feed.post/3k",
+		"at://did:plc:abc/app.bsky/3k", "at://did:plc:abc/app.bsky.feed.post/3k/x", "at://did:plc:abc/app.bsky.feed.post/..",
+		"at://did:web:localhost%3A2583/app.bsky.feed.like/a:b", "at://did:plc:abc/app.bsky.feed.post/3k#frag",
+		"at://did:plc:abc/app.bsky.feed.post/3k?q", "AT://did:plc:abc", "at:///app.bsky.feed.post/3k"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, err := syntax.ParseATURI(s)
+		if got, want := validATURI(s), err == nil; got != want {
+			t.Errorf("validATURI(%q) = %v, syntax.ParseATURI says %v", s, got, err)
+		}
+	})
+}
+
 func TestURIAuthority(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ name, uri, want string }{

@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
-	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 )
 
@@ -137,8 +136,8 @@ func recordType(data map[string]any) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("%w: $type is not a string", ErrInvalidRecord)
 	}
-	if _, err := syntax.ParseNSID(typ); err != nil {
-		return "", fmt.Errorf("%w: $type %q: %w", ErrInvalidRecord, typ, err)
+	if !ValidNSID(typ) {
+		return "", fmt.Errorf("%w: $type %q is not an NSID", ErrInvalidRecord, typ)
 	}
 	return typ, nil
 }

@@ -208,8 +208,8 @@ func (s *Store) prepareWrites(writes []Write, mode ValidationMode) ([]preparedWr
 	out := make([]preparedWrite, len(writes))
 	seen := make(map[string]struct{}, len(writes))
 	for i, w := range writes {
-		if _, err := syntax.ParseNSID(string(w.Collection)); err != nil {
-			return nil, fmt.Errorf("%w: write %d: %w", ErrInvalidWrite, i, err)
+		if !ValidNSID(string(w.Collection)) {
+			return nil, fmt.Errorf("%w: write %d: collection %q is not an NSID", ErrInvalidWrite, i, w.Collection)
 		}
 		if w.RKey == "" {
 			if w.Action != ActionCreate {
@@ -217,8 +217,8 @@ func (s *Store) prepareWrites(writes []Write, mode ValidationMode) ([]preparedWr
 			}
 			w.RKey = syntax.RecordKey(s.clock.Next("").String())
 		}
-		if _, err := syntax.ParseRecordKey(string(w.RKey)); err != nil {
-			return nil, fmt.Errorf("%w: write %d: %w", ErrInvalidWrite, i, err)
+		if !ValidRecordKey(string(w.RKey)) {
+			return nil, fmt.Errorf("%w: write %d: %q is not a record key", ErrInvalidWrite, i, w.RKey)
 		}
 		p := preparedWrite{Write: w, path: string(w.Collection) + "/" + string(w.RKey)}
 		if _, dup := seen[p.path]; dup {
