@@ -37,8 +37,13 @@ const readerCacheKiB = 16 << 10
 // (BenchmarkIndexOnePost), while batches ran no faster than at 16 MiB.
 const writerCacheKiB = 16 << 10
 
-// walCheckpointPages is the WAL size (in 4 KiB pages) at which the writer checkpoints.
+// walCheckpointPages is the WAL size (in 4 KiB pages) at which the writer checkpoints
+// itself, should the background checkpoints of Run fall behind.
 const walCheckpointPages = 8192
+
+// checkpointInterval is how often Run checkpoints the index in the background while it is
+// written: the copying then runs beside the indexer instead of inside one of its commits.
+const checkpointInterval = time.Second
 
 // AppView is the index and its read API. Build it with Open, feed it with Run, close it
 // with Close after Run has returned.
@@ -141,6 +146,17 @@ func (a *AppView) Run(ctx context.Context, seq *relay.Sequencer) error {
 	if !a.started.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
+	var wg sync.WaitGroup
+	cpCtx, stopCheckpoints := context.WithCancel(ctx)
+	wg.Go(func() {
+		if err := a.db.RunCheckpoints(cpCtx, checkpointInterval); err != nil {
+			a.log.Warn("background checkpoints of the index stopped; commits checkpoint instead", "err", err)
+		}
+	})
+	defer func() {
+		stopCheckpoints()
+		wg.Wait()
+	}()
 	cursor := a.cursor.Load()
 	a.log.Info("indexer running", "cursor", cursor)
 	sub, err := a.subscribe(seq, cursor)
@@ -207,6 +223,9 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 			if err := ix.event(ev, a.now()); err != nil {
 				return fmt.Errorf("index seq %d: %w", ev.Seq, err)
 			}
+		}
+		if err := ix.writeSearch(); err != nil {
+			return err
 		}
 		return ix.setCursor(last)
 	})

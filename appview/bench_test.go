@@ -25,6 +25,16 @@ func openBenchIndex(tb testing.TB, dir string) *AppView {
 	if err != nil {
 		tb.Fatalf("Open = %v", err)
 	}
+	// As Run does, checkpoint beside the writer; the benchmarks call apply directly.
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.db.RunCheckpoints(ctx, checkpointInterval) }()
+	tb.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			tb.Errorf("RunCheckpoints = %v", err)
+		}
+	})
 	return a
 }
 

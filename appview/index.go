@@ -48,6 +48,36 @@ type indexTx struct {
 	// cur is the record being indexed, and curJSON its JSON once a notification needed it.
 	cur     *repo.Record
 	curJSON []byte
+	// search holds the posts_fts rows (posts.rowid → text) of this transaction's new posts
+	// until writeSearch: FTS5 writes its pending terms out as a new segment at every
+	// statement that touches it, so one INSERT for the whole batch makes one segment where
+	// a statement per post made one per post.
+	search map[int64]string
+}
+
+// writeSearch adds the posts indexed in this transaction to posts_fts. Call it once, last.
+func (ix *indexTx) writeSearch() error {
+	switch len(ix.search) {
+	case 0:
+		return nil
+	case 1: // a local write: no JSON round trip
+		for rowid, text := range ix.search {
+			ix.search = nil
+			_, err := ix.exec(`INSERT INTO posts_fts (rowid, text) VALUES (?, ?)`, rowid, text)
+			return err
+		}
+	}
+	rows := make([][2]any, 0, len(ix.search))
+	for rowid, text := range ix.search {
+		rows = append(rows, [2]any{rowid, text})
+	}
+	js, err := json.Marshal(rows)
+	if err != nil {
+		return fmt.Errorf("search rows: %w", err)
+	}
+	ix.search = nil
+	_, err = ix.exec(`INSERT INTO posts_fts (rowid, text) SELECT value ->> 0, value ->> 1 FROM json_each(?)`, string(js))
+	return err
 }
 
 // currentJSON returns the JSON of the record being indexed, converting it once.
@@ -570,9 +600,10 @@ func (ix *indexTx) insertPost(did, uri, cid string, rec *repo.Record) error {
 			return err
 		}
 	}
-	if _, err := ix.exec(`INSERT INTO posts_fts (rowid, text) VALUES (?, ?)`, rowid, p.text); err != nil {
-		return err
+	if ix.search == nil {
+		ix.search = map[int64]string{}
 	}
+	ix.search[rowid] = p.text
 	var rootAuthor any
 	if p.replyRoot != "" {
 		rootAuthor = uriAuthority(p.replyRoot)
@@ -712,7 +743,9 @@ func (ix *indexTx) deletePost(uri string) error {
 	}
 	ix.t.post(uri)
 	ix.t.actor(author)
-	if _, err := ix.exec(`DELETE FROM posts_fts WHERE rowid = ?`, rowid); err != nil {
+	if _, pending := ix.search[rowid]; pending {
+		delete(ix.search, rowid) // created in this transaction: not in posts_fts yet
+	} else if _, err := ix.exec(`DELETE FROM posts_fts WHERE rowid = ?`, rowid); err != nil {
 		return err
 	}
 	if _, err := ix.exec(`DELETE FROM feed_items WHERE originator = ? AND sort_at = ? AND uri = ?`, author, at, uri); err != nil {

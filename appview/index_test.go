@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/bluesky-social/indigo/api/bsky"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 
@@ -287,5 +288,75 @@ func TestSyncMarksForReindex(t *testing.T) {
 	}
 	if dids, _ := n.appview().NeedsReindex(context.Background(), "", 10); len(dids) != 0 {
 		t.Errorf("NeedsReindex after Reindex = %v, want none", dids)
+	}
+}
+
+// TestSearchRowsFollowBatchedPosts checks posts_fts when posts are created and deleted
+// inside one index transaction (the indexer writes search rows once, at its end) and
+// across transactions.
+func TestSearchRowsFollowBatchedPosts(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	alice := n.account("alice")
+	kept := n.post(alice, "zebra crossing")
+	gone := n.post(alice, "zebra stripes")
+	later := n.post(alice, "zebra herd")
+	n.delete(alice, gone.uri) // not the newest row, so its rowid is not reused
+	n.sync()
+
+	// The whole log in one transaction, into a fresh index.
+	fresh := openBenchIndex(t, t.TempDir())
+	defer fresh.Close()
+	if err := fresh.apply(context.Background(), n.allEvents()); err != nil {
+		t.Fatalf("apply = %v", err)
+	}
+	match := func(a *AppView, q string) []string {
+		var uris []string
+		err := a.db.Read(context.Background(), func(tx *sql.Tx) error {
+			rows, err := tx.Query(`SELECT p.uri FROM posts_fts f JOIN posts p ON p.rowid = f.rowid
+				WHERE posts_fts MATCH ? ORDER BY p.uri`, q)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var u string
+				if err := rows.Scan(&u); err != nil {
+					return err
+				}
+				uris = append(uris, u)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			t.Fatalf("search %q: %v", q, err)
+		}
+		return uris
+	}
+	var stale int
+	err := fresh.db.Read(context.Background(), func(tx *sql.Tx) error {
+		return tx.QueryRow(`SELECT count(*) FROM posts_fts WHERE posts_fts MATCH 'stripes'`).Scan(&stale)
+	})
+	if err != nil || stale != 0 {
+		t.Errorf("posts_fts rows for the post deleted in the batch = %d (%v), want 0", stale, err)
+	}
+	want := []string{kept.uri, later.uri}
+	slices.Sort(want)
+	for _, a := range []*AppView{fresh, n.appview()} {
+		if got := match(a, "zebra"); !slices.Equal(got, want) {
+			t.Errorf("search = %v, want %v", got, want)
+		}
+	}
+
+	// A later transaction deletes a post whose search row is already written.
+	n.delete(alice, kept.uri)
+	n.sync()
+	if got := match(n.appview(), "zebra"); !slices.Equal(got, []string{later.uri}) {
+		t.Errorf("search after deleting %s = %v, want only %s", kept.uri, got, later.uri)
+	}
+	var out bsky.FeedSearchPosts_Output
+	n.get(alice, "app.bsky.feed.searchPosts", vals("q", "zebra"), &out)
+	if len(out.Posts) != 1 || out.Posts[0].Uri != later.uri {
+		t.Errorf("searchPosts(zebra) = %d posts, want only %s", len(out.Posts), later.uri)
 	}
 }

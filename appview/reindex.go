@@ -52,6 +52,9 @@ func (a *AppView) Reindex(ctx context.Context, did syntax.DID, records iter.Seq2
 		if err := ix.deleteActorRecords(d, keep); err != nil {
 			return err
 		}
+		if err := ix.writeSearch(); err != nil {
+			return err
+		}
 		_, err := ix.exec(`UPDATE actors SET needs_reindex = 0 WHERE did = ?`, d)
 		return err
 	})

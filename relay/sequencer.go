@@ -30,6 +30,9 @@ const (
 	// pruneInterval is how often retention pruning runs; retention is hours, so minutes of
 	// slack do not matter.
 	pruneInterval = 5 * time.Minute
+	// checkpointInterval is how often Run checkpoints the log in the background while it
+	// is written, so that sequencer batches do not pay for the copying themselves.
+	checkpointInterval = time.Second
 	// pruneChunk bounds one pruning transaction so that sequencer batches, which share the
 	// single writer connection, wait at most one chunk.
 	pruneChunk = 2000
@@ -209,6 +212,11 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	pruneCtx, stopPrune := context.WithCancel(ctx)
 	wg.Go(func() { s.pruneLoop(pruneCtx) })
+	wg.Go(func() {
+		if err := s.db.RunCheckpoints(pruneCtx, checkpointInterval); err != nil {
+			s.log.Warn("background checkpoints of the relay log stopped; commits checkpoint instead", "err", err)
+		}
+	})
 	defer func() {
 		stopPrune()
 		wg.Wait()

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sqlite "modernc.org/sqlite" // also registers the "sqlite" database/sql driver
@@ -85,6 +86,10 @@ type DB struct {
 	pending []string             // and those it did twice, to prepare for good
 	// readStmts caches QueryRow's statements, prepared on the read pool.
 	readStmts map[string]*sql.Stmt // nil once Close has begun
+
+	// commits counts Write's commits, so RunCheckpoints can tell an idle file.
+	commits atomic.Uint64
+	closed  atomic.Bool // Close has begun
 }
 
 // Open opens (creating if needed) the SQLite file at path, applies our pragmas to every
@@ -249,6 +254,7 @@ func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", MapError(err))
 	}
+	db.commits.Add(1)
 	db.preparePending(ctx)
 	return nil
 }
@@ -381,8 +387,40 @@ func (db *DB) CheckpointPassive(ctx context.Context) error {
 	return nil
 }
 
+// RunCheckpoints copies the WAL back into the database file in the background until ctx
+// ends: a CheckpointPassive at most every interval, when something was committed since
+// the last one. A busy writer then stops paying for checkpoints, which SQLite otherwise
+// runs inside whichever commit crosses wal_autocheckpoint (copying thousands of pages and
+// two fsyncs); that automatic checkpoint stays as a backstop in case this one falls
+// behind, and finds little left to copy. It returns nil when ctx ends or Close begins,
+// and otherwise the first checkpoint error, after which the backstop alone checkpoints.
+func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var done uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		n := db.commits.Load()
+		if n == done {
+			continue
+		}
+		if err := db.CheckpointPassive(ctx); err != nil {
+			if ctx.Err() != nil || db.closed.Load() {
+				return nil
+			}
+			return err
+		}
+		done = n
+	}
+}
+
 // Close closes every connection. Pending Write and Read calls finish first.
 func (db *DB) Close() error {
+	db.closed.Store(true)
 	var errs []error
 	db.stmtMu.Lock()
 	for _, st := range db.stmts {
