@@ -1,7 +1,6 @@
 package appview
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -285,7 +284,7 @@ func (ix *indexTx) commit(c *comatproto.SyncSubscribeRepos_Commit) error {
 				continue
 			}
 			if car == nil {
-				if car, err = repo.ReadCAR(bytes.NewReader(c.Blocks), commitCARLimits); err != nil {
+				if car, err = repo.ParseCAR(c.Blocks, commitCARLimits); err != nil {
 					ix.log.Debug("skip commit with unreadable blocks", "did", c.Repo, "rev", c.Rev, "err", err)
 					return nil
 				}

@@ -388,7 +388,7 @@ func (c *Crawler) handleSync(ctx context.Context, h *host, body *comatproto.Sync
 	if r.rev != "" && body.Rev <= r.rev {
 		return
 	}
-	car, err := repo.ReadCAR(bytes.NewReader(body.Blocks), repo.CARLimits{MaxBytes: maxSyncBlocks, MaxBlocks: 4, MaxBlockSize: maxSyncBlocks, MaxHeaderSize: 1024})
+	car, err := repo.ParseCAR(body.Blocks, repo.CARLimits{MaxBytes: maxSyncBlocks, MaxBlocks: 4, MaxBlockSize: maxSyncBlocks, MaxHeaderSize: 1024})
 	if err != nil || len(car.Roots) == 0 {
 		log.Warn("rejected #sync", "did", body.Did, "err", err)
 		return

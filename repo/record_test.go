@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -334,6 +335,51 @@ func FuzzRecordFromCBOR(f *testing.F) {
 		}
 		if _, err := RecordJSON(rec.CBOR); err != nil {
 			t.Fatalf("RecordJSON of accepted record %x = %v", in, err)
+		}
+	})
+}
+
+// FuzzRecordDataMatchesAtdata holds parseCBORData to what it replaced: the strict check,
+// then atdata.UnmarshalCBOR. Both accept the same bytes, into equal values.
+func FuzzRecordDataMatchesAtdata(f *testing.F) {
+	for _, fx := range readDataModelFixtures(f) {
+		f.Add(decodeB64(f, fx.CBORBase64))
+	}
+	for _, js := range []string{
+		`{"$type":"app.bsky.feed.post","text":"hi","createdAt":"2024-01-01T00:00:00Z","embed":{"$type":"app.bsky.embed.images","images":[{"alt":"","image":{"$type":"blob","ref":{"$link":"bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy"},"mimeType":"image/png","size":1234}}]}}`,
+		`{"$type":"x.y.z","b":{"$bytes":"aGVsbG8"},"l":[1,-2,null,true]}`,
+	} {
+		rec, err := RecordFromJSON([]byte(js))
+		if err != nil {
+			f.Fatalf("seed %s: %v", js, err)
+		}
+		f.Add(rec.CBOR)
+	}
+	// A legacy blob, and a $link spelled out in CBOR: other servers' records may hold them.
+	for _, m := range []map[string]any{
+		{"$type": "x.y.z", "legacy": map[string]any{"cid": "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy", "mimeType": "image/png"}},
+		{"$type": "x.y.z", "l": map[string]any{"$link": "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy"}},
+	} {
+		cb, err := atdata.MarshalCBOR(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(cb)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := parseCBORData(in)
+		var want map[string]any
+		wantErr := checkDAGCBOR(in, MaxRecordDepth)
+		if wantErr == nil && len(in) > 0 && in[0]>>5 == majMap {
+			want, wantErr = atdata.UnmarshalCBOR(in)
+		} else if wantErr == nil {
+			wantErr = errors.New("not a map")
+		}
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("parseCBORData(%x) error = %v, atdata says %v", in, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("parseCBORData(%x) =\n%#v\natdata gives\n%#v", in, got, want)
 		}
 	})
 }

@@ -116,7 +116,7 @@ const MaxMessageBlocks = 2_000_000
 // new tree using only the carried blocks gives exactly PrevData. It returns the decoded
 // commit. Errors wrap ErrInvalidCAR, ErrTooLarge, ErrInvalidCommit or ErrBadSignature.
 func VerifyCommitMessage(ctx context.Context, m CommitMessage, key atcrypto.PublicKey) (*Commit, error) {
-	car, err := parseCAR(m.Blocks, CARLimits{
+	car, err := ParseCAR(m.Blocks, CARLimits{
 		MaxBytes:      MaxMessageBlocks,
 		MaxBlocks:     10_000,
 		MaxBlockSize:  1 << 20,

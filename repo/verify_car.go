@@ -7,11 +7,11 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// parseCAR is ReadCAR for a CAR already in memory (a #commit's blocks): the same checks
+// ParseCAR is ReadCAR for a CAR already in memory (a #commit's blocks): the same checks
 // and errors, but blocks are sub-slices of b instead of copies read through a bufio.Reader,
 // which for a commit of four small blocks cost more than hashing them. b must not be
 // modified while the result is in use.
-func parseCAR(b []byte, lim CARLimits) (*CARFile, error) {
+func ParseCAR(b []byte, lim CARLimits) (*CARFile, error) {
 	if lim.MaxBytes > 0 && int64(len(b)) > lim.MaxBytes {
 		return nil, fmt.Errorf("%w: CAR longer than %d bytes", ErrTooLarge, lim.MaxBytes)
 	}

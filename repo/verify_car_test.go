@@ -10,14 +10,14 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// sameAsReadCAR fails unless parseCAR(in) gives what ReadCAR gives: the same roots and
+// sameAsReadCAR fails unless ParseCAR(in) gives what ReadCAR gives: the same roots and
 // blocks, or an error of the same class.
 func sameAsReadCAR(t *testing.T, in []byte, lim CARLimits) {
 	t.Helper()
 	want, wantErr := ReadCAR(bytes.NewReader(in), lim)
-	got, err := parseCAR(in, lim)
+	got, err := ParseCAR(in, lim)
 	if (err == nil) != (wantErr == nil) {
-		t.Fatalf("parseCAR = %v, ReadCAR = %v", err, wantErr)
+		t.Fatalf("ParseCAR = %v, ReadCAR = %v", err, wantErr)
 	}
 	if err != nil {
 		// An oversized CAR may be malformed too; which of the two is reported first differs.
@@ -25,22 +25,22 @@ func sameAsReadCAR(t *testing.T, in []byte, lim CARLimits) {
 			return
 		}
 		if !errors.Is(err, ErrInvalidCAR) || !errors.Is(wantErr, ErrInvalidCAR) {
-			t.Fatalf("parseCAR = %v, ReadCAR = %v; want both ErrInvalidCAR", err, wantErr)
+			t.Fatalf("ParseCAR = %v, ReadCAR = %v; want both ErrInvalidCAR", err, wantErr)
 		}
 		return
 	}
 	if !slices.Equal(got.Roots, want.Roots) {
-		t.Fatalf("parseCAR roots = %v, ReadCAR %v", got.Roots, want.Roots)
+		t.Fatalf("ParseCAR roots = %v, ReadCAR %v", got.Roots, want.Roots)
 	}
 	if len(got.Blocks) != len(want.Blocks) {
-		t.Fatalf("parseCAR = %d blocks, ReadCAR %d", len(got.Blocks), len(want.Blocks))
+		t.Fatalf("ParseCAR = %d blocks, ReadCAR %d", len(got.Blocks), len(want.Blocks))
 	}
 	for i, b := range want.Blocks {
 		if got.Blocks[i].CID != b.CID || !bytes.Equal(got.Blocks[i].Data, b.Data) {
-			t.Fatalf("parseCAR block %d = %s, ReadCAR %s", i, got.Blocks[i].CID, b.CID)
+			t.Fatalf("ParseCAR block %d = %s, ReadCAR %s", i, got.Blocks[i].CID, b.CID)
 		}
 		if data, ok := got.Get(b.CID); !ok || !bytes.Equal(data, b.Data) {
-			t.Fatalf("parseCAR Get(%s) = %v", b.CID, ok)
+			t.Fatalf("ParseCAR Get(%s) = %v", b.CID, ok)
 		}
 	}
 }
