@@ -2,6 +2,7 @@ package appview
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -129,14 +130,33 @@ func BenchmarkIndexOnePost(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 }
 
-// seededIndex builds (once per process run of the benchmark) an index of the synthetic
-// network and returns its directory and the network's DIDs.
+// benchIndexDirEnv names a directory that keeps the seeded index between runs: seeding the
+// full-size network takes over twenty minutes, and profiling getTimeline needs many runs.
+const benchIndexDirEnv = "AERIE_BENCH_INDEX_DIR"
+
+// seededIndex builds (once per process run of the benchmark, or once per network size in
+// $AERIE_BENCH_INDEX_DIR) an index of the synthetic network and returns its directory and
+// the network's DIDs.
 func seededIndex(b *testing.B) (string, []string) {
 	b.Helper()
 	cfg := benchGenConfig()
 	g := newGenerator(cfg)
-	evs := g.network()
 	dir := b.TempDir()
+	stamp := fmt.Sprintf("%+v\n", cfg)
+	if keep := os.Getenv(benchIndexDirEnv); keep != "" {
+		dir = filepath.Join(keep, fmt.Sprintf("users%d-posts%d-follows%d-seed%d", cfg.users, cfg.posts, cfg.follows, cfg.seed))
+		if got, err := os.ReadFile(filepath.Join(dir, "seeded")); err == nil && string(got) == stamp {
+			b.Logf("reusing the seeded index in %s", dir)
+			return dir, g.dids
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	evs := g.network()
 	a := openBenchIndex(b, dir)
 	start := time.Now()
 	ingest(b, a, evs)
@@ -149,6 +169,11 @@ func seededIndex(b *testing.B) (string, []string) {
 		b.Logf("seeded %d users, %d posts, %d events in %s (%.0f events/s); index %.1f MiB (%.0f MiB per million posts)",
 			cfg.users, cfg.posts, len(evs), elapsed.Round(time.Millisecond), float64(len(evs))/elapsed.Seconds(),
 			float64(st.Size())/(1<<20), float64(st.Size())/(1<<20)/float64(cfg.posts)*1e6)
+	}
+	if os.Getenv(benchIndexDirEnv) != "" {
+		if err := os.WriteFile(filepath.Join(dir, "seeded"), []byte(stamp), 0o644); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return dir, g.dids
 }

@@ -53,7 +53,11 @@ func (r *req) followees(did string) (*followSet, error) {
 // loadFollowees reads the follows of did from the index and offers them to the cache.
 func (r *req) loadFollowees(did string) (*followSet, error) {
 	st := stamp(r.gens.follows, did)
-	rows, err := r.tx.QueryContext(r.ctx, `SELECT subject, min(uri) FROM follows WHERE author = ? GROUP BY subject`, did)
+	q, err := r.a.db.ReadStmt(r.ctx, r.tx, `SELECT subject, min(uri) FROM follows WHERE author = ? GROUP BY subject`)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(r.ctx, did)
 	if err != nil {
 		return nil, err
 	}
@@ -88,13 +92,12 @@ func (r *req) mergeFeeds(authors []*actorRow, cur timeCursor, want int) ([]feedI
 	if want <= 0 || len(authors) == 0 {
 		return nil, nil
 	}
-	stmt, err := r.tx.PrepareContext(r.ctx, `SELECT sort_at, uri, post_uri, coalesce(repost_cid, '') FROM feed_items
+	stmt, err := r.a.db.ReadStmt(r.ctx, r.tx, `SELECT sort_at, uri, post_uri, coalesce(repost_cid, '') FROM feed_items
 		WHERE originator = ? AND (sort_at, uri) < (?, ?)
 		ORDER BY sort_at DESC, uri DESC LIMIT ?`)
 	if err != nil {
 		return nil, err
 	}
-	defer stmt.Close()
 	// A first read of a little more than an even share: busy authors read again.
 	first := min(want, want/len(authors)+2)
 	h := make(feedHeap, 0, len(authors))
@@ -575,7 +578,11 @@ func (a *AppView) getLikes(hr *http.Request, viewer string) (any, error) {
 
 // rows runs q and calls scan for each row.
 func (r *req) rows(q string, args []any, scan func(*sql.Rows) error) error {
-	rows, err := r.tx.QueryContext(r.ctx, q, args...)
+	st, err := r.a.db.ReadStmt(r.ctx, r.tx, q)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(r.ctx, args...)
 	if err != nil {
 		return err
 	}

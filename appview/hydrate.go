@@ -146,20 +146,38 @@ type cacheGens struct {
 // maxInArgs bounds the bound parameters of one IN (...) query.
 const maxInArgs = 500
 
+// inListSizes are the lengths an IN list is padded to (with NULL, which matches nothing),
+// so that each query has a few texts whose statements ReadStmt keeps prepared.
+var inListSizes = []int{1, 4, 16, 64, 200, maxInArgs}
+
 // inQuery runs q, whose "%s" is replaced by a placeholder list for keys, over keys in
-// chunks; pre are bound before the keys.
+// chunks; pre are bound before the keys. The list must be an IN (...), never NOT IN.
 func (r *req) inQuery(q string, pre []any, keys []string, scan func(*sql.Rows) error) error {
 	for len(keys) > 0 {
 		n := min(len(keys), maxInArgs)
 		chunk := keys[:n]
 		keys = keys[n:]
-		args := make([]any, 0, len(pre)+n)
+		size := n
+		for _, s := range inListSizes {
+			if s >= n {
+				size = s
+				break
+			}
+		}
+		args := make([]any, 0, len(pre)+size)
 		args = append(args, pre...)
 		for _, k := range chunk {
 			args = append(args, k)
 		}
-		ph := strings.Repeat("?,", n)
-		rows, err := r.tx.QueryContext(r.ctx, fmt.Sprintf(q, ph[:len(ph)-1]), args...)
+		for range size - n {
+			args = append(args, nil)
+		}
+		ph := strings.Repeat("?,", size)
+		st, err := r.a.db.ReadStmt(r.ctx, r.tx, fmt.Sprintf(q, ph[:len(ph)-1]))
+		if err != nil {
+			return fmt.Errorf("query %q: %w", firstLine(q), err)
+		}
+		rows, err := st.QueryContext(r.ctx, args...)
 		if err != nil {
 			return fmt.Errorf("query %q: %w", firstLine(q), err)
 		}

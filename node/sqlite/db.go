@@ -366,6 +366,56 @@ func (db *DB) QueryRow(ctx context.Context, query string, args []any, dest ...an
 	return MapError(st.QueryRowContext(ctx, args...).Scan(dest...))
 }
 
+// readPrepareWait bounds how long ReadStmt waits for a free reader to prepare on.
+const readPrepareWait = 10 * time.Millisecond
+
+// ReadStmt returns query as a statement of tx, a transaction from Read, prepared once per
+// reader connection and kept until Close instead of parsed and planned by every
+// transaction: for the index's views, preparing cost as much as running. query should be
+// a fixed text (bounded in number), not one built around its arguments.
+func (db *DB) ReadStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	var st *sql.Stmt
+	if !db.shared { // the one shared connection is tx's: there is none to prepare on
+		db.stmtMu.Lock()
+		st = db.readStmts[query]
+		open := db.stmts != nil
+		db.stmtMu.Unlock()
+		if st == nil && open {
+			// The statement is prepared on a free reader. tx holds one already, so wait
+			// only briefly: if every reader were inside a transaction waiting here, none
+			// would come free. Until one does, tx prepares it for itself.
+			pctx, cancel := context.WithTimeout(ctx, readPrepareWait)
+			p, err := db.readers.PrepareContext(pctx, query)
+			cancel()
+			if err == nil {
+				db.stmtMu.Lock()
+				switch prev := db.readStmts[query]; {
+				case db.stmts == nil: // Close has begun
+					p.Close()
+				case prev != nil:
+					p.Close()
+					st = prev
+				default:
+					if db.readStmts == nil {
+						db.readStmts = map[string]*sql.Stmt{}
+					}
+					db.readStmts[query] = p
+					st = p
+				}
+				db.stmtMu.Unlock()
+			}
+		}
+	}
+	if st == nil {
+		p, err := tx.PrepareContext(ctx, query)
+		if err != nil {
+			return nil, MapError(err)
+		}
+		return p, nil
+	}
+	return tx.StmtContext(ctx, st), nil
+}
+
 // Checkpoint folds the WAL back into the database file and truncates it.
 func (db *DB) Checkpoint(ctx context.Context) error {
 	if _, err := db.writer.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {

@@ -413,3 +413,40 @@ func TestFileBelongsToThisProcess(t *testing.T) {
 		t.Errorf("checkpoint from the reader pool: %v", err)
 	}
 }
+
+func TestReadStmt(t *testing.T) {
+	t.Parallel()
+	for _, readers := range []int{2, SharedReader} {
+		db := openTest(t, filepath.Join(t.TempDir(), "r.sqlite"), Options{Readers: readers, Migrations: testMigrations()})
+		ctx := t.Context()
+		if err := db.Write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('a'), ('b')`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		const q = `SELECT count(*) FROM items WHERE name <> ?`
+		for i := range 3 {
+			err := db.Read(ctx, func(tx *sql.Tx) error {
+				st, err := db.ReadStmt(ctx, tx, q)
+				if err != nil {
+					return err
+				}
+				var n int
+				if err := st.QueryRowContext(ctx, "a").Scan(&n); err != nil || n != 1 {
+					t.Errorf("readers %d, round %d: count = %d, %v; want 1", readers, i, n, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("readers %d: %v", readers, err)
+			}
+		}
+		db.stmtMu.Lock()
+		kept := len(db.readStmts)
+		db.stmtMu.Unlock()
+		if want := map[bool]int{true: 0, false: 1}[readers == SharedReader]; kept != want {
+			t.Errorf("readers %d: %d statements kept, want %d", readers, kept, want)
+		}
+	}
+}
