@@ -144,25 +144,41 @@ func NewCARReader(r io.Reader, lim CARLimits) (*CARReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read CAR header length: %w", err)
 	}
-	if n == 0 {
-		return nil, fmt.Errorf("read CAR header: %w: empty header", ErrInvalidCAR)
-	}
-	if lim.MaxHeaderSize > 0 && n > uint64(lim.MaxHeaderSize) {
-		return nil, fmt.Errorf("read CAR header: %w: %d bytes, at most %d", ErrTooLarge, n, lim.MaxHeaderSize)
+	if err := checkCARHeaderLen(n, lim); err != nil {
+		return nil, err
 	}
 	h, err := cr.bytes(n)
 	if err != nil {
 		return nil, fmt.Errorf("read CAR header: %w", err)
 	}
+	if cr.roots, err = carHeaderRoots(h); err != nil {
+		return nil, err
+	}
+	return cr, nil
+}
+
+// checkCARHeaderLen checks the length a CAR declares for its header.
+func checkCARHeaderLen(n uint64, lim CARLimits) error {
+	if n == 0 {
+		return fmt.Errorf("read CAR header: %w: empty header", ErrInvalidCAR)
+	}
+	if lim.MaxHeaderSize > 0 && n > uint64(lim.MaxHeaderSize) {
+		return fmt.Errorf("read CAR header: %w: %d bytes, at most %d", ErrTooLarge, n, lim.MaxHeaderSize)
+	}
+	return nil
+}
+
+// carHeaderRoots decodes a CAR header and returns its roots.
+func carHeaderRoots(h []byte) ([]cid.Cid, error) {
 	v, err := decodeDAGCBOR(h, carHeaderDepth)
 	if err != nil {
 		return nil, fmt.Errorf("read CAR header: %w: %w", ErrInvalidCAR, err)
 	}
-	cr.roots, err = carRoots(v)
+	roots, err := carRoots(v)
 	if err != nil {
 		return nil, fmt.Errorf("read CAR header: %w: %w", ErrInvalidCAR, err)
 	}
-	return cr, nil
+	return roots, nil
 }
 
 // carRoots checks a decoded header is exactly {roots: [links], version: 1}.

@@ -19,22 +19,15 @@ func ParseCAR(b []byte, lim CARLimits) (*CARFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read CAR header length: %w", err)
 	}
-	if n == 0 {
-		return nil, fmt.Errorf("read CAR header: %w: empty header", ErrInvalidCAR)
-	}
-	if lim.MaxHeaderSize > 0 && n > uint64(lim.MaxHeaderSize) {
-		return nil, fmt.Errorf("read CAR header: %w: %d bytes, at most %d", ErrTooLarge, n, lim.MaxHeaderSize)
+	if err := checkCARHeaderLen(n, lim); err != nil {
+		return nil, err
 	}
 	if n > uint64(len(rest)) {
 		return nil, fmt.Errorf("read CAR header: %w: unexpected EOF", ErrInvalidCAR)
 	}
-	v, err := decodeDAGCBOR(rest[:n], carHeaderDepth)
+	roots, err := carHeaderRoots(rest[:n])
 	if err != nil {
-		return nil, fmt.Errorf("read CAR header: %w: %w", ErrInvalidCAR, err)
-	}
-	roots, err := carRoots(v)
-	if err != nil {
-		return nil, fmt.Errorf("read CAR header: %w: %w", ErrInvalidCAR, err)
+		return nil, err
 	}
 	rest = rest[n:]
 	f := &CARFile{Roots: roots, index: make(map[cid.Cid]int, 8)}
