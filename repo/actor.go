@@ -43,6 +43,11 @@ type actor struct {
 	// commit): a commit that writes a node again must take it off the list, and only a
 	// listed node can be both new to the tree and stored already. Guarded by mu.
 	listed map[cid.Cid]struct{}
+
+	// queue holds the write requests waiting for mu (see write); guarded by queueMu,
+	// which is never held while waiting for mu.
+	queueMu sync.Mutex
+	queue   []*writeRequest
 }
 
 // currentHead returns the head as of tx's start: the cached one when valid, else the root

@@ -116,11 +116,14 @@ type preparedWrite struct {
 	status string
 }
 
-// ApplyWrites applies writes to did's repo as one signed commit in one SQLite
-// transaction: all of them or none. It returns ErrRepoNotFound, ErrInvalidWrite (more than
-// MaxWrites, a path twice, a missing record value), ErrInvalidRecord (lexicon), ErrRecordExists
-// (create of a present path), ErrRecordNotFound (update or delete of a missing one),
-// ErrInvalidSwap, or ErrTooLarge when the commit's blocks exceed MaxCommitBlocks.
+// ApplyWrites applies writes to did's repo as one signed commit: all of them or none. It
+// returns ErrRepoNotFound, ErrInvalidWrite (more than MaxWrites, a path twice, a missing
+// record value), ErrInvalidRecord (lexicon), ErrRecordExists (create of a present path),
+// ErrRecordNotFound (update or delete of a missing one), ErrInvalidSwap, or ErrTooLarge when
+// the commit's blocks exceed MaxCommitBlocks.
+//
+// Concurrent calls for one repo share a SQLite transaction (group commit): each is still
+// its own signed commit, on top of the one before it, and fails or succeeds alone.
 //
 // When OnCommit fails, ApplyWrites returns the event together with the wrapped error.
 func (s *Store) ApplyWrites(ctx context.Context, did syntax.DID, writes []Write, opts WriteOpts) (*CommitEvent, error) {
@@ -128,75 +131,210 @@ func (s *Store) ApplyWrites(ctx context.Context, did syntax.DID, writes []Write,
 	if err != nil {
 		return nil, fmt.Errorf("apply writes to %s: %w", did, err)
 	}
-	var ev *CommitEvent
+	req := &writeRequest{ctx: ctx, writes: prepared, opts: opts}
 	err = s.withActor(ctx, did, func(a *actor) error {
-		inline, err := a.applyWrites(ctx, prepared, opts, &ev)
-		if inline {
+		if a.write(req) {
 			// Run is not keeping up (or not running): bound the WAL here, after the
 			// repo's lock is released so the next writer is not held up.
 			if cerr := a.checkpoint(ctx); cerr != nil {
 				s.log.Warn("checkpoint", "did", did, "err", cerr)
 			}
 		}
-		return err
+		return req.err
 	})
 	if err != nil {
-		return ev, fmt.Errorf("apply writes to %s: %w", did, err)
+		return req.ev, fmt.Errorf("apply writes to %s: %w", did, err)
 	}
-	return ev, nil
+	return req.ev, nil
 }
 
-// applyWrites commits under the repo's lock and runs OnCommit before releasing it. It
-// reports whether the caller should checkpoint the WAL itself.
-func (a *actor) applyWrites(ctx context.Context, prepared []preparedWrite, opts WriteOpts, evp **CommitEvent) (inline bool, err error) {
+// Group commit. A commit's transaction costs more than its statements: the writer's BEGIN
+// and COMMIT, and one WAL frame for every page it dirties, most of which (the root row,
+// the last leaf of each table, the tree's upper nodes) the next commit dirties again. So
+// the writers of one repo queue their requests, and whoever holds the repo's lock commits
+// all queued ones in one transaction, a savepoint each. The relay and the indexer then get
+// the commits together too, and batch them in turn.
+const (
+	// maxGroupRequests and maxGroupWrites bound one group, so that a burst does not
+	// make a transaction (and the wait of its first writer) arbitrarily long.
+	maxGroupRequests = 64
+	maxGroupWrites   = 4 * MaxWrites
+)
+
+// writeRequest is one ApplyWrites call in an actor's queue.
+type writeRequest struct {
+	ctx    context.Context
+	writes []preparedWrite
+	opts   WriteOpts
+	// ev, err and done are set by the goroutine that commits the request, under a.mu.
+	ev   *CommitEvent
+	err  error
+	done bool
+}
+
+// write queues req and waits for the repo's lock; a holder before it may have committed
+// req already, else it commits req with every request queued by then. It reports whether
+// the caller should checkpoint the WAL itself.
+func (a *actor) write(req *writeRequest) (inline bool) {
+	a.queueMu.Lock()
+	a.queue = append(a.queue, req)
+	a.queueMu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for !req.done {
+		if a.commitGroup(a.takeGroup()) {
+			inline = true
+		}
+	}
+	return inline
+}
+
+// takeGroup removes the oldest queued requests, as many as one group may hold.
+func (a *actor) takeGroup() []*writeRequest {
+	a.queueMu.Lock()
+	defer a.queueMu.Unlock()
+	n, writes := 0, 0
+	for n < len(a.queue) && n < maxGroupRequests {
+		writes += len(a.queue[n].writes)
+		if n > 0 && writes > maxGroupWrites {
+			break
+		}
+		n++
+	}
+	group := slices.Clone(a.queue[:n])
+	a.queue = slices.Delete(a.queue, 0, n)
+	return group
+}
+
+// commitGroup commits each request of group in order, in one transaction, then runs their
+// OnCommit hooks in the same order before the lock is released, so events leave in rev
+// order. A request that fails is rolled back to its savepoint without disturbing the
+// others; when the transaction itself fails, every request gets the error. It reports
+// whether the caller should checkpoint the WAL itself. a.mu must be held.
+func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
+	defer func() {
+		for _, req := range group {
+			req.done = true
+		}
+	}()
+	live := make([]*writeRequest, 0, len(group))
+	for _, req := range group {
+		if err := req.ctx.Err(); err != nil {
+			req.err = err
+			continue
+		}
+		live = append(live, req)
+	}
+	if len(live) == 0 {
+		return false
+	}
 	key, err := a.signingKey()
 	if err != nil {
-		return false, err
+		for _, req := range live {
+			req.err = err
+		}
+		return false
 	}
-	var ev *CommitEvent
+	evs := make([]*CommitEvent, len(live))
+	errs := make([]error, len(live))
+	var last head
+	// One writer's cancellation must not roll back the others' commits, and a commit is
+	// short and never waits on the network. The statements also avoid a cancellable
+	// context because the driver starts a goroutine per statement to watch one, a tenth
+	// of a commit's CPU.
+	ctx := context.WithoutCancel(live[0].ctx)
 	err = a.db.Write(ctx, func(tx *sql.Tx) error {
-		// The statements of a commit run under a context without cancellation: the driver
-		// starts a goroutine per statement to watch a cancellable one, a tenth of a commit's
-		// CPU. A commit is short and never waits on the network; a cancellation still rolls
-		// it back, because the transaction itself was begun under ctx.
-		sctx := context.WithoutCancel(ctx)
-		if err := a.tuneWriter(sctx, tx); err != nil {
+		if err := a.tuneWriter(ctx, tx); err != nil {
 			return err
 		}
-		var err error
-		ev, err = a.commitWrites(sctx, tx, key, prepared, opts.SwapCommit)
-		return err
+		h, err := a.currentHead(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := a.loadListed(ctx, tx); err != nil {
+			return err
+		}
+		stmts := make(map[string]*sql.Stmt)
+		savepoint := func(q string) error {
+			st, ok := stmts[q]
+			if !ok {
+				var err error
+				if st, err = a.db.Stmt(ctx, tx, q); err != nil {
+					return err
+				}
+				stmts[q] = st
+			}
+			_, err := st.ExecContext(ctx)
+			return err
+		}
+		if len(live) == 1 {
+			evs[0], err = a.commitWrites(ctx, tx, stmts, key, h, live[0].writes, live[0].opts.SwapCommit)
+			last = h
+			if err == nil && !evs[0].NoChange {
+				last = headOf(evs[0])
+			}
+			return err
+		}
+		for i, req := range live {
+			if err := savepoint("SAVEPOINT group_commit"); err != nil {
+				return err
+			}
+			evs[i], errs[i] = a.commitWrites(ctx, tx, stmts, key, h, req.writes, req.opts.SwapCommit)
+			if errs[i] != nil {
+				evs[i] = nil
+				errs[i] = sqlite.MapError(errs[i])
+				if err := savepoint("ROLLBACK TO group_commit"); err != nil {
+					return err
+				}
+			} else if !evs[i].NoChange {
+				h = headOf(evs[i])
+			}
+			if err := savepoint("RELEASE group_commit"); err != nil {
+				return err
+			}
+		}
+		last = h
+		return nil
 	})
 	if err != nil {
 		// The transaction rolled back, or its commit failed in a way that leaves the
 		// file's head unknown: read it (and the garbage list) again next time.
 		a.cur.Store(nil)
 		a.listed = nil
-		return false, err
+		for _, req := range live {
+			req.err = err
+		}
+		return false
 	}
-	*evp = ev
-	if ev.NoChange {
-		return false, nil
-	}
-	a.cur.Store(&head{commit: ev.Commit, rev: ev.Rev, data: ev.Data})
-	inline = a.noteCommit(len(ev.Ops))
-	var forwardErr error
-	if opts.OnCommit != nil {
-		if err := opts.OnCommit(ev); err != nil {
-			forwardErr = fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, err)
+	a.cur.Store(&last)
+	for i, req := range live {
+		req.ev, req.err = evs[i], errs[i]
+		if req.err != nil || req.ev.NoChange {
+			continue
+		}
+		if a.noteCommit(len(req.ev.Ops)) {
+			inline = true
+		}
+		if req.opts.OnCommit != nil {
+			if err := req.opts.OnCommit(req.ev); err != nil {
+				req.err = fmt.Errorf("commit %s is durable, forwarding it failed: %w", req.ev.Rev, err)
+			}
 		}
 	}
-	// The writer deletes replaced nodes itself, after forwarding the event, under the lock
+	// The writer deletes replaced nodes itself, after forwarding the events, under the lock
 	// it holds anyway: Store.Run never waits for a writer, whose OnCommit may be waiting
-	// on the relay. The commit stands whatever the collection does.
+	// on the relay. The commits stand whatever the collection does.
 	if a.garbage >= collectEvery || a.fresh >= collectEvery {
-		if err := a.collectGarbage(context.WithoutCancel(ctx)); err != nil {
+		if err := a.collectGarbage(ctx); err != nil {
 			a.store.log.Warn("collect replaced nodes", "did", a.did, "err", err)
 		}
 	}
-	return inline, forwardErr
+	return inline
+}
+
+// headOf is the head a commit leaves.
+func headOf(ev *CommitEvent) head {
+	return head{commit: ev.Commit, rev: ev.Rev, data: ev.Data}
 }
 
 // prepareWrites checks everything that needs no lock or transaction, so lexicon
@@ -316,20 +454,13 @@ func (ct *commitTx) queryRow(q string, args []any, dest ...any) error {
 	return st.QueryRowContext(ct.ctx, args...).Scan(dest...)
 }
 
-// commitWrites applies prepared writes on top of the current head, signs the new commit
-// and stores everything in tx.
-func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, key atcrypto.PrivateKey, writes []preparedWrite, swapCommit *cid.Cid) (*CommitEvent, error) {
-	h, err := a.currentHead(ctx, tx)
-	if err != nil {
-		return nil, err
-	}
+// commitWrites applies prepared writes on top of head h, signs the new commit and stores
+// everything in tx. stmts caches statements bound to tx. a.listed must be loaded.
+func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, stmts map[string]*sql.Stmt, key atcrypto.PrivateKey, h head, writes []preparedWrite, swapCommit *cid.Cid) (*CommitEvent, error) {
 	if swapCommit != nil && *swapCommit != h.commit {
 		return nil, fmt.Errorf("%w: head is %s, not %s", ErrInvalidSwap, h.commit, *swapCommit)
 	}
-	if err := a.loadListed(ctx, tx); err != nil {
-		return nil, err
-	}
-	ct := &commitTx{ctx: ctx, db: a.db, tx: tx, did: a.did, rev: a.store.clock.Next(h.rev), listed: a.listed}
+	ct := &commitTx{ctx: ctx, db: a.db, tx: tx, stmts: stmts, did: a.did, rev: a.store.clock.Next(h.rev), listed: a.listed}
 	ct.revInt = revInt(ct.rev)
 	tree := NewTree(&txBlocks{db: a.db, tx: tx}, a.store.nodes, h.data)
 	ev := &CommitEvent{
@@ -391,7 +522,7 @@ func (a *actor) commitWrites(ctx context.Context, tx *sql.Tx, key atcrypto.Priva
 	if err := ct.finish(tree, keys, key, h, ev); err != nil {
 		return nil, err
 	}
-	// Should the transaction not commit, applyWrites forgets the list.
+	// Should the transaction not commit, commitGroup forgets the list.
 	a.garbage += ct.discarded
 	a.fresh += ct.fresh
 	for _, c := range ct.unlisted {

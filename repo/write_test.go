@@ -8,7 +8,9 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -525,4 +527,121 @@ func TestWriterCollectsReplacedNodes(t *testing.T) {
 		t.Errorf("700 commits: %d collections, garbage list reached %d rows, fresh table %d; want some, at most %d", collections, most, mostFresh, collectEvery+32)
 	}
 	checkReachable(t, s, did)
+}
+
+// TestGroupCommit queues writes of every outcome behind the repo's lock, so that one
+// holder commits them as a group: each success is its own verifiable commit on top of the
+// one before, in queue order, and each failure leaves the others alone.
+func TestGroupCommit(t *testing.T) {
+	t.Parallel()
+	s, dir := openTestStore(t, StoreConfig{})
+	ctx := t.Context()
+	did := actorDID(15)
+	key := createTestRepo(t, s, did)
+	first := createPost(t, s, did, "3k2aaaaaaaaa2", "first")
+	stale := first.Commit
+	missing := cid.Undef
+
+	type outcome struct {
+		ev  *CommitEvent
+		err error
+	}
+	writes := []struct {
+		name    string
+		writes  []Write
+		opts    WriteOpts
+		wantErr error
+	}{
+		{"create", []Write{{Action: ActionCreate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaab22", Record: postRecord(t, "a")}}, WriteOpts{}, nil},
+		{"create of a present path", []Write{{Action: ActionCreate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaaaa2", Record: postRecord(t, "dup")}}, WriteOpts{}, ErrRecordExists},
+		{"two creates", []Write{
+			{Action: ActionCreate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaab23", Record: postRecord(t, "b")},
+			{Action: ActionCreate, Collection: "app.bsky.feed.like", RKey: "3k2aaaaaaab24", Record: jsonRecord(t, `{"$type":"app.bsky.feed.like","subject":{"uri":"at://did:plc:x/app.bsky.feed.post/1","cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"},"createdAt":"2024-01-02T03:04:05.000Z"}`)},
+		}, WriteOpts{}, nil},
+		{"stale swapCommit", []Write{{Action: ActionCreate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaab25", Record: postRecord(t, "c")}}, WriteOpts{SwapCommit: &stale}, ErrInvalidSwap},
+		{"update to the same value", []Write{{Action: ActionUpdate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaaaa2", Record: postRecord(t, "first")}}, WriteOpts{}, nil},
+		{"swapRecord of a present path", []Write{{Action: ActionCreate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaab23", Record: postRecord(t, "d"), SwapRecord: &missing}}, WriteOpts{}, ErrInvalidSwap},
+		{"delete", []Write{{Action: ActionDelete, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaab22"}}, WriteOpts{}, nil},
+		{"update", []Write{{Action: ActionUpdate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaaaa2", Record: postRecord(t, "edited")}}, WriteOpts{}, nil},
+	}
+	outcomes := make([]outcome, len(writes))
+	var forwarded []*CommitEvent // appended by OnCommit, which runs under the repo's lock
+	var wg sync.WaitGroup
+	err := s.withActor(ctx, did, func(a *actor) error {
+		a.mu.Lock()
+		for i, w := range writes {
+			wg.Go(func() {
+				opts := w.opts
+				opts.OnCommit = func(ev *CommitEvent) error {
+					forwarded = append(forwarded, ev)
+					return nil
+				}
+				ev, err := s.ApplyWrites(ctx, did, w.writes, opts)
+				outcomes[i] = outcome{ev, err}
+			})
+			// Queue them in order.
+			for queued := 0; queued <= i; {
+				a.queueMu.Lock()
+				queued = len(a.queue)
+				a.queueMu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+		}
+		a.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+
+	prev := first
+	var wantForwarded []*CommitEvent
+	for i, w := range writes {
+		got := outcomes[i]
+		if w.wantErr != nil {
+			if !errors.Is(got.err, w.wantErr) {
+				t.Errorf("%s: err = %v, want %v", w.name, got.err, w.wantErr)
+			}
+			continue
+		}
+		if got.err != nil {
+			t.Fatalf("%s: err = %v", w.name, got.err)
+		}
+		if got.ev.NoChange {
+			if got.ev.Rev != prev.Rev {
+				t.Errorf("%s: no-change result names rev %s, want the head %s", w.name, got.ev.Rev, prev.Rev)
+			}
+			continue
+		}
+		verifyEvent(t, got.ev, key)
+		if got.ev.Since != prev.Rev || got.ev.PrevData != prev.Data {
+			t.Errorf("%s: since %s prevData %s, want %s %s", w.name, got.ev.Since, got.ev.PrevData, prev.Rev, prev.Data)
+		}
+		wantForwarded = append(wantForwarded, got.ev)
+		prev = got.ev
+	}
+	if !slices.Equal(forwarded, wantForwarded) {
+		t.Errorf("OnCommit saw %d events, want the %d successful commits in queue order", len(forwarded), len(wantForwarded))
+	}
+	commit, rev, _, err := s.Head(ctx, did)
+	if err != nil || commit != prev.Commit || rev != prev.Rev {
+		t.Errorf("Head = %s %s %v, want %s %s", commit, rev, err, prev.Commit, prev.Rev)
+	}
+	recs, _, err := s.ListRecords(ctx, did, "app.bsky.feed.post", "", 100, false)
+	if err != nil || len(recs) != 2 || recs[0].RKey != "3k2aaaaaaab23" || recs[1].RKey != "3k2aaaaaaaaa2" {
+		t.Errorf("ListRecords = %+v, %v; want b and the edited first post", recs, err)
+	}
+	checkReachable(t, s, did)
+
+	// The group's commits are in the file, not only in the actor's memory.
+	s2, err := Open(ctx, dir, StoreConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	commit, rev, _, err = s2.Head(ctx, did)
+	if err != nil || commit != prev.Commit || rev != prev.Rev {
+		t.Errorf("Head from a second store = %s %s %v, want %s %s", commit, rev, err, prev.Commit, prev.Rev)
+	}
 }
