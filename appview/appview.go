@@ -61,6 +61,9 @@ type AppView struct {
 	started atomic.Bool
 	// cursor is the seq of the last event whose changes are committed.
 	cursor atomic.Int64
+	// written is the highest seq of a local write that has been acknowledged to its
+	// client; reads wait for cursor to reach it (see NoteLocalWrite).
+	written atomic.Int64
 	// mu guards advanced, which is closed (and replaced) whenever cursor moves, to wake
 	// WaitForSeq callers.
 	mu       sync.Mutex
@@ -247,6 +250,35 @@ func (a *AppView) advance(seq int64) {
 	}
 	close(a.advanced)
 	a.advanced = make(chan struct{})
+}
+
+// NoteLocalWrite records that a local write, sequenced at seq, is about to be
+// acknowledged. Every read the AppView serves from then on first waits for the index to
+// pass seq (at most Config.WaitTimeout), so a write that has returned shows in every later
+// read (read-after-write) while the write itself does not wait for the indexer: writers
+// stay ahead, and the indexer takes their events in bigger batches.
+func (a *AppView) NoteLocalWrite(seq int64) {
+	for {
+		cur := a.written.Load()
+		if seq <= cur || a.written.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// awaitLocalWrites is the read side of NoteLocalWrite. A slow indexer delays a read, never
+// fails it; only the end of ctx does.
+func (a *AppView) awaitLocalWrites(ctx context.Context) error {
+	seq := a.written.Load()
+	if seq <= a.cursor.Load() {
+		return nil
+	}
+	err := a.WaitForSeq(ctx, seq)
+	if errors.Is(err, ErrNotCaughtUp) {
+		a.log.WarnContext(ctx, "serving a read before the index has local writes", "err", err)
+		return nil
+	}
+	return err
 }
 
 // WaitForSeq waits until the index has committed every event up to seq, so a local

@@ -21,8 +21,8 @@ type Config struct {
 	// CacheBytes bounds the ristretto caches of hydrated profiles, posts and follow lists
 	// (default 64 MiB). The caches are never the truth, so any size is correct.
 	CacheBytes int64 `toml:"cache_bytes"`
-	// WaitTimeout bounds WaitForSeq, the read-after-write wait of a local write (default
-	// 2s): a write is acknowledged even when the index lags, just not yet visible.
+	// WaitTimeout bounds WaitForSeq, the read-after-write wait of a read served after a
+	// local write (default 2s): past it the read is answered from the index as it is.
 	WaitTimeout time.Duration `toml:"wait_timeout"`
 }
 

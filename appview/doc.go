@@ -5,7 +5,8 @@
 // Data flow: relay.Sequencer → Subscription → AppView.Run applies each batch of events in
 // one index transaction that also stores the cursor (so a replay after a crash never counts
 // twice) → after the commit, the ristretto caches drop the keys the batch touched
-// (cache.go) → WaitForSeq wakes writers waiting for read-after-write.
+// (cache.go) → WaitForSeq wakes reads waiting for the local writes before them
+// (read-after-write, NoteLocalWrite).
 //
 // The index is derived: repos are the truth, and Reindex rebuilds one account from its
 // records. Counts (likes, reposts, replies, quotes, followers, follows, posts) are kept

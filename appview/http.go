@@ -103,7 +103,11 @@ func (a *AppView) serve(nsid string, auth Auth, h handler) http.HandlerFunc {
 			xrpc.WriteError(w, http.StatusUnauthorized, "AuthenticationRequired", "Authentication Required")
 			return
 		}
-		out, err := h(r, viewer)
+		var out any
+		err := a.awaitLocalWrites(r.Context())
+		if err == nil {
+			out, err = h(r, viewer)
+		}
 		if err == nil {
 			if out == nil {
 				w.WriteHeader(http.StatusOK)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"iter"
 	"net/http"
@@ -43,17 +42,6 @@ func (n *Node) appviewRoutes(x *xrpcMux) {
 	x.query("app.bsky.actor.getPreferences", n.withAuth(authAccess, n.handleAppBskyActorGetPreferences))
 	x.procedure("app.bsky.actor.putPreferences", n.withAuth(authAccess, n.handleAppBskyActorPutPreferences))
 	x.procedure("social.aerie.admin.reindex", n.withAuth(authAdmin, n.handleSocialAerieAdminReindex))
-}
-
-// waitIndexed gives read-after-write: it returns once the indexer has passed seq, or after
-// appview.wait_timeout, whichever is first. A slow indexer delays the answer, never fails it.
-func (n *Node) waitIndexed(ctx context.Context, seq int64) {
-	if seq <= 0 {
-		return
-	}
-	if err := n.appview.WaitForSeq(ctx, seq); err != nil && !errors.Is(err, appview.ErrNotCaughtUp) && ctx.Err() == nil {
-		n.log.WarnContext(ctx, "wait for the indexer", "seq", seq, "err", err)
-	}
 }
 
 // reindexLoop rebuilds the index entries of local repos that a #sync event marked (after a

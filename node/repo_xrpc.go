@@ -143,8 +143,8 @@ func (n *Node) applyWrites(ctx context.Context, acct *account, writes []repo.Wri
 			return nil, fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, err)
 		}
 	}
-	// Read-after-write: the author's next timeline, thread and profile reads show this.
-	n.waitIndexed(ctx, seq)
+	// Read-after-write: every AppView read from now on shows this.
+	n.appview.NoteLocalWrite(seq)
 	n.noteInterest(ctx, writes)
 	return ev, nil
 }

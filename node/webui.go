@@ -73,7 +73,7 @@ func (b webBackend) checkCredentials(ctx context.Context, identifier, password s
 }
 
 // write applies one record write for did like the XRPC handlers: the account must be
-// active, and the call returns once the AppView has indexed it.
+// active, and every AppView read after the call returns shows the write.
 func (b webBackend) write(ctx context.Context, did string, w repo.Write) (*repo.CommitEvent, error) {
 	acct, err := b.n.accountByDID(ctx, did)
 	if err != nil {

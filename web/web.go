@@ -82,10 +82,11 @@ type Backend interface {
 	// deactivated (as com.atproto.server.activateAccount) and returns it.
 	Reactivate(ctx context.Context, identifier, password string) (did, handle string, err error)
 	// CreateRecord writes record to collection in did's repo under a new TID and returns
-	// its URI and CID once the AppView has indexed it (read-after-write). A record the
-	// lexicon refuses is an error wrapping a *FormError.
+	// its URI and CID; every AppView read after it returns shows it (read-after-write). A
+	// record the lexicon refuses is an error wrapping a *FormError.
 	CreateRecord(ctx context.Context, did, collection string, record map[string]any) (StrongRef, error)
-	// PutRecord creates or replaces did's record collection/rkey, indexed before it returns.
+	// PutRecord creates or replaces did's record collection/rkey, read-after-write as
+	// CreateRecord.
 	PutRecord(ctx context.Context, did, collection, rkey string, record map[string]any) error
 	// GetRecord returns did's record collection/rkey as JSON, or an error wrapping
 	// ErrNoRecord.

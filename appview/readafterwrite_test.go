@@ -1,0 +1,103 @@
+package appview
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/api/bsky"
+)
+
+// TestReadsWaitForLocalWrites: a write the node has acknowledged (NoteLocalWrite) shows
+// in every later read, whoever reads, because the read waits for the indexer to pass it;
+// with no indexer running, the read is answered after WaitTimeout all the same.
+func TestReadsWaitForLocalWrites(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	alice, bob := n.account("alice"), n.account("bob")
+	n.sync()
+	n.stopAVAndClose()
+	p := n.post(alice, "written while the indexer is down")
+
+	// An index that is open but not yet consuming the stream, as after a restart.
+	cfg := DefaultConfig()
+	cfg.PublicURL = "https://pds.test"
+	cfg.WaitTimeout = time.Minute
+	av, err := Open(context.Background(), filepath.Join(n.dir, "index.sqlite"), cfg, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	var running atomic.Bool
+	n.mu.Lock()
+	n.av = av
+	n.stopAV = func() {
+		cancel()
+		if running.Load() {
+			if err := <-ran; err != nil {
+				t.Errorf("AppView.Run = %v", err)
+			}
+		}
+		if err := av.Close(); err != nil {
+			t.Errorf("AppView.Close = %v", err)
+		}
+	}
+	seq := n.lastSeq
+	n.mu.Unlock()
+	av.NoteLocalWrite(seq)
+
+	var out bsky.FeedGetAuthorFeed_Output
+	answered := make(chan int, 1)
+	go func() {
+		st := 0
+		defer func() { answered <- st }()
+		st = n.call(bob, http.MethodGet, "app.bsky.feed.getAuthorFeed", vals("actor", alice.String()), nil, &out)
+	}()
+	select {
+	case st := <-answered:
+		t.Fatalf("getAuthorFeed answered %d before the index had the acknowledged write", st)
+	case <-time.After(200 * time.Millisecond):
+	}
+	running.Store(true)
+	go func() { ran <- av.Run(ctx, n.seq) }()
+	if st := <-answered; st != http.StatusOK {
+		t.Fatalf("getAuthorFeed = %d", st)
+	}
+	if len(out.Feed) != 1 || out.Feed[0].Post.Uri != p.uri {
+		t.Errorf("getAuthorFeed = %+v, want the post written before the read", out.Feed)
+	}
+
+	// A write the index never reaches delays reads by WaitTimeout, never fails them.
+	cfg.WaitTimeout = 50 * time.Millisecond
+	stalled, err := Open(context.Background(), filepath.Join(t.TempDir(), "index.sqlite"), cfg, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.NoteLocalWrite(seq)
+	began := time.Now()
+	st, body := callMethod(t, stalled, "app.bsky.actor.getProfile", "actor="+alice.String())
+	if took := time.Since(began); st != http.StatusBadRequest || !strings.Contains(body, "Profile not found") || took < 50*time.Millisecond {
+		t.Errorf("getProfile on a stalled index = %d %s after %s; want the index's answer after the 50ms wait", st, body, took)
+	}
+}
+
+// callMethod serves one GET of nsid with the query string q from av's method table.
+func callMethod(t *testing.T, av *AppView, nsid, q string) (int, string) {
+	t.Helper()
+	for _, m := range av.Methods() {
+		if m.NSID == nsid {
+			rec := httptest.NewRecorder()
+			m.Handler(rec, httptest.NewRequest(http.MethodGet, "/xrpc/"+nsid+"?"+q, nil))
+			return rec.Code, rec.Body.String()
+		}
+	}
+	t.Fatalf("no method %s", nsid)
+	return 0, ""
+}
