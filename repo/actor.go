@@ -95,11 +95,13 @@ func (a *actor) latestHead(ctx context.Context) (head, error) {
 // a reader connection, so commits never wait for it.
 const (
 	// checkpointEvery is how many units of WAL (a commit, plus one per 4 ops) make a
-	// checkpoint request: about 5 MiB of WAL for single-record commits. Each checkpoint
+	// checkpoint request: about 20 MiB of WAL for single-record commits. Each checkpoint
 	// that empties the WAL makes the next commit start it again, which syncs its header:
-	// an fsync inside that commit, so fewer, bigger checkpoints also mean fewer slow
-	// commits (and hot pages copied back once for more commits).
-	checkpointEvery = 128
+	// an fsync inside that commit, which with the repo's other writers queued behind it
+	// reaches the 99th percentile of their latency once it comes every few hundred
+	// commits (128 did). Fewer, bigger checkpoints also copy hot pages back once for more
+	// commits.
+	checkpointEvery = 512
 	// checkpointInline is the backlog at which the writer checkpoints itself because
 	// requests are not being served (Run not running or far behind).
 	checkpointInline = 4 * checkpointEvery

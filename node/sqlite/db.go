@@ -37,6 +37,13 @@ const defaultReaders = 4
 // resets it: big enough that a busy file does not shrink and regrow it every time.
 const persistWALLimit = 8 << 20
 
+// The writer's automatic checkpoint threshold in WAL pages: SQLite's default, and the
+// backstop while RunCheckpoints runs (64 MiB, seconds of a busy file's commits).
+const (
+	defaultCheckpointPages  = 1000
+	backstopCheckpointPages = 16384
+)
+
 // defaultBusyTimeout covers a checkpoint or another process's backup holding the lock.
 const defaultBusyTimeout = 5 * time.Second
 
@@ -442,9 +449,16 @@ func (db *DB) CheckpointPassive(ctx context.Context) error {
 // the last one. A busy writer then stops paying for checkpoints, which SQLite otherwise
 // runs inside whichever commit crosses wal_autocheckpoint (copying thousands of pages and
 // two fsyncs); that automatic checkpoint stays as a backstop in case this one falls
-// behind, and finds little left to copy. It returns nil when ctx ends or Close begins,
+// behind, at a threshold raised to backstopCheckpointPages meanwhile. It returns nil when ctx ends or Close begins,
 // and otherwise the first checkpoint error, after which the backstop alone checkpoints.
 func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error {
+	// At SQLite's default of 1000 pages, a file written a few thousand pages a second
+	// (the relay log and the index under load) reaches the backstop between two of these
+	// checkpoints, and pays for the copy and its fsyncs inside a commit several times a
+	// second, with every writer queued behind it.
+	if _, err := db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", backstopCheckpointPages)); err != nil {
+		return fmt.Errorf("raise %s's automatic checkpoint: %w", db.path, MapError(err))
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var done uint64
@@ -462,6 +476,8 @@ func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 			if ctx.Err() != nil || db.closed.Load() {
 				return nil
 			}
+			// From now on the backstop is the only checkpoint: back to its usual size.
+			db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", defaultCheckpointPages))
 			return err
 		}
 		done = n

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 func testMigrations() fstest.MapFS {
@@ -448,5 +450,62 @@ func TestReadStmt(t *testing.T) {
 		if want := map[bool]int{true: 0, false: 1}[readers == SharedReader]; kept != want {
 			t.Errorf("readers %d: %d statements kept, want %d", readers, kept, want)
 		}
+	}
+}
+
+// TestRunCheckpoints: while RunCheckpoints runs, the WAL reaches the database file in the
+// background, and the writer's own checkpoint is only a far backstop.
+func TestRunCheckpoints(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "x.sqlite")
+	db := openTest(t, file, Options{Migrations: testMigrations()})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- db.RunCheckpoints(ctx, 10*time.Millisecond) }()
+
+	autoCheckpoint := func() int {
+		var n int
+		if err := db.Write(t.Context(), func(tx *sql.Tx) error {
+			return tx.QueryRowContext(t.Context(), "PRAGMA wal_autocheckpoint").Scan(&n)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); autoCheckpoint() != backstopCheckpointPages; {
+		if time.Now().After(deadline) {
+			t.Fatalf("wal_autocheckpoint = %d, want %d while RunCheckpoints runs", autoCheckpoint(), backstopCheckpointPages)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	before, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := db.Write(t.Context(), func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(t.Context(), `INSERT INTO items (name) VALUES (?)`, fmt.Sprintf("%04d%01000d", i, 0))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The rows are in the WAL; a background checkpoint copies them into the file.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() >= before.Size()+100*1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("database file is %d bytes (%d before 100 KB of rows): no background checkpoint", st.Size(), before.Size())
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunCheckpoints = %v, want nil when ctx ends", err)
 	}
 }
