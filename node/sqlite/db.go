@@ -37,12 +37,9 @@ const defaultReaders = 4
 // resets it: big enough that a busy file does not shrink and regrow it every time.
 const persistWALLimit = 8 << 20
 
-// The writer's automatic checkpoint threshold in WAL pages: SQLite's default, and the
-// backstop while RunCheckpoints runs (64 MiB, seconds of a busy file's commits).
-const (
-	defaultCheckpointPages  = 1000
-	backstopCheckpointPages = 16384
-)
+// backstopCheckpointPages is the writer's automatic checkpoint threshold in WAL pages
+// while RunCheckpoints runs, at least: 64 MiB, seconds of a busy file's commits.
+const backstopCheckpointPages = 16384
 
 // defaultBusyTimeout covers a checkpoint or another process's backup holding the lock.
 const defaultBusyTimeout = 5 * time.Second
@@ -456,7 +453,11 @@ func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 	// (the relay log and the index under load) reaches the backstop between two of these
 	// checkpoints, and pays for the copy and its fsyncs inside a commit several times a
 	// second, with every writer queued behind it.
-	if _, err := db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", backstopCheckpointPages)); err != nil {
+	var usual int
+	if err := db.writer.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&usual); err != nil {
+		return fmt.Errorf("read %s's automatic checkpoint: %w", db.path, MapError(err))
+	}
+	if _, err := db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", max(usual, backstopCheckpointPages))); err != nil {
 		return fmt.Errorf("raise %s's automatic checkpoint: %w", db.path, MapError(err))
 	}
 	tick := time.NewTicker(interval)
@@ -477,7 +478,7 @@ func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 				return nil
 			}
 			// From now on the backstop is the only checkpoint: back to its usual size.
-			db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", defaultCheckpointPages))
+			db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", usual))
 			return err
 		}
 		done = n
