@@ -45,6 +45,16 @@ const walCheckpointPages = 8192
 // written: the copying then runs beside the indexer instead of inside one of its commits.
 const checkpointInterval = time.Second
 
+// An index transaction costs more than the events in it when they are few: its commit,
+// and a WAL frame for each page it dirties, most of which (the cursor row, the last leaf
+// of each index, the search segment) the next one dirties again. So when the stream has
+// delivered fewer than gatherBelow events and no read is waiting for the index
+// (read-after-write), Run waits up to gatherWait for more before indexing them.
+const (
+	gatherBelow = 256
+	gatherWait  = 5 * time.Millisecond
+)
+
 // AppView is the index and its read API. Build it with Open, feed it with Run, close it
 // with Close after Run has returned.
 type AppView struct {
@@ -68,6 +78,12 @@ type AppView struct {
 	// WaitForSeq callers.
 	mu       sync.Mutex
 	advanced chan struct{}
+	// waiting counts the WaitForSeq calls not yet satisfied; each new one also leaves a
+	// token in hurry, which ends Run's wait for more events (see gatherWait).
+	waiting atomic.Int64
+	hurry   chan struct{}
+	// batch holds the events Run gathers; only Run uses it.
+	batch []*relay.Event
 }
 
 // Open opens (creating and migrating) the index at path. It starts no goroutine; call Run.
@@ -125,6 +141,7 @@ func Open(ctx context.Context, path string, cfg Config, log *slog.Logger) (*AppV
 		known:     newKnownActors(),
 		now:       time.Now,
 		advanced:  make(chan struct{}),
+		hurry:     make(chan struct{}, 1),
 	}
 	a.cursor.Store(cursor)
 	return a, nil
@@ -182,6 +199,9 @@ func (a *AppView) Run(ctx context.Context, seq *relay.Sequencer) error {
 		case err != nil:
 			return fmt.Errorf("read relay stream: %w", err)
 		}
+		if len(evs) < gatherBelow {
+			evs = a.gather(ctx, sub, evs)
+		}
 		if err := a.apply(ctx, evs); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -189,6 +209,39 @@ func (a *AppView) Run(ctx context.Context, seq *relay.Sequencer) error {
 			return err
 		}
 	}
+}
+
+// gather adds to evs what the stream delivers within gatherWait, up to gatherBelow
+// events, unless a read is waiting for the index. An error from the stream only ends the
+// wait: Run meets it again at its next read.
+func (a *AppView) gather(ctx context.Context, sub *relay.Subscription, evs []*relay.Event) []*relay.Event {
+	// A token now is from a read that has had its answer since, or that waiting shows.
+	select {
+	case <-a.hurry:
+	default:
+	}
+	if a.waiting.Load() > 0 {
+		return evs
+	}
+	// Next reuses its slice, so the events move to a buffer of Run's own.
+	a.batch = append(a.batch[:0], evs...)
+	gctx, cancel := context.WithTimeout(ctx, gatherWait)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.hurry:
+			cancel()
+		case <-gctx.Done():
+		}
+	}()
+	for len(a.batch) < gatherBelow && a.waiting.Load() == 0 {
+		more, err := sub.Next(gctx)
+		if err != nil {
+			break
+		}
+		a.batch = append(a.batch, more...)
+	}
+	return a.batch
 }
 
 // subscribe opens the stream after cursor. A cursor above the log's last seq means the
@@ -285,6 +338,15 @@ func (a *AppView) awaitLocalWrites(ctx context.Context) error {
 // write's author sees it in their next read. It waits at most Config.WaitTimeout (less if
 // ctx ends sooner) and then returns ErrNotCaughtUp; it returns ctx's error when ctx ends.
 func (a *AppView) WaitForSeq(ctx context.Context, seq int64) error {
+	if a.cursor.Load() >= seq {
+		return nil
+	}
+	a.waiting.Add(1)
+	defer a.waiting.Add(-1)
+	select {
+	case a.hurry <- struct{}{}:
+	default:
+	}
 	timer := time.NewTimer(a.cfg.WaitTimeout)
 	defer timer.Stop()
 	for {

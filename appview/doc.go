@@ -2,8 +2,9 @@
 // app.bsky index in index.sqlite, and answers app.bsky.* queries with lexicon-shaped views
 // (atproto-reference §10–§12).
 //
-// Data flow: relay.Sequencer → Subscription → AppView.Run applies each batch of events in
-// one index transaction that also stores the cursor (so a replay after a crash never counts
+// Data flow: relay.Sequencer → Subscription → AppView.Run applies each batch of events
+// (waiting a few milliseconds for more when the batch is small and no read waits) in one
+// index transaction that also stores the cursor (so a replay after a crash never counts
 // twice) → after the commit, the ristretto caches drop the keys the batch touched
 // (cache.go) → WaitForSeq wakes reads waiting for the local writes before them
 // (read-after-write, NoteLocalWrite).

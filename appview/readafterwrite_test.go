@@ -101,3 +101,34 @@ func callMethod(t *testing.T, av *AppView, nsid, q string) (int, string) {
 	t.Fatalf("no method %s", nsid)
 	return 0, ""
 }
+
+// TestIndexerGathersSmallBatches: with no read waiting, a lone event is indexed only after
+// the indexer has waited gatherWait for more to share its transaction; a read that waits
+// for it still gets it.
+func TestIndexerGathersSmallBatches(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	alice := n.account("alice")
+	n.sync()
+	av := n.appview()
+	for range 3 {
+		n.post(alice, "alone")
+		n.mu.Lock()
+		seq := n.lastSeq
+		n.mu.Unlock()
+		began := time.Now()
+		for av.Cursor() < seq {
+			time.Sleep(100 * time.Microsecond)
+		}
+		if took := time.Since(began); took < gatherWait/2 {
+			t.Errorf("a lone event was indexed %s after it was sequenced, before the %s gather wait", took, gatherWait)
+		}
+	}
+	p := n.post(alice, "waited for")
+	n.sync()
+	var out bsky.FeedGetAuthorFeed_Output
+	n.get(alice, "app.bsky.feed.getAuthorFeed", vals("actor", alice.String()), &out)
+	if len(out.Feed) != 4 || out.Feed[0].Post.Uri != p.uri {
+		t.Errorf("getAuthorFeed has %d posts, want 4 with %s first", len(out.Feed), p.uri)
+	}
+}
