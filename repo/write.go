@@ -161,6 +161,9 @@ const (
 	maxGroupWrites   = 4 * MaxWrites
 )
 
+// errGroupAborted is the outcome of a request whose group commit was cut short by a panic.
+var errGroupAborted = errors.New("repo: the group commit this write was in did not finish")
+
 // writeRequest is one ApplyWrites call in an actor's queue.
 type writeRequest struct {
 	ctx    context.Context
@@ -214,6 +217,11 @@ func (a *actor) takeGroup() []*writeRequest {
 func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
 	defer func() {
 		for _, req := range group {
+			if req.ev == nil && req.err == nil {
+				// Only a panic (an OnCommit hook's, say) on the way leaves a request without
+				// an outcome; its writer must not take that for success.
+				req.err = errGroupAborted
+			}
 			req.done = true
 		}
 	}()
@@ -308,18 +316,19 @@ func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
 	}
 	a.cur.Store(&last)
 	for i, req := range live {
-		req.ev, req.err = evs[i], errs[i]
-		if req.err != nil || req.ev.NoChange {
-			continue
-		}
-		if a.noteCommit(len(req.ev.Ops)) {
-			inline = true
-		}
-		if req.opts.OnCommit != nil {
-			if err := req.opts.OnCommit(req.ev); err != nil {
-				req.err = fmt.Errorf("commit %s is durable, forwarding it failed: %w", req.ev.Rev, err)
+		ev, err := evs[i], errs[i]
+		if err == nil && !ev.NoChange {
+			if a.noteCommit(len(ev.Ops)) {
+				inline = true
+			}
+			if req.opts.OnCommit != nil {
+				if herr := req.opts.OnCommit(ev); herr != nil {
+					err = fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, herr)
+				}
 			}
 		}
+		// Set only now, so that a hook's panic leaves its request without an outcome.
+		req.ev, req.err = ev, err
 	}
 	// The writer deletes replaced nodes itself, after forwarding the events, under the lock
 	// it holds anyway: Store.Run never waits for a writer, whose OnCommit may be waiting

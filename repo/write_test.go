@@ -645,3 +645,55 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("Head from a second store = %s %s %v, want %s %s", commit, rev, err, prev.Commit, prev.Rev)
 	}
 }
+
+// TestGroupCommitPanicLeavesNoFalseSuccess: a hook that panics in the goroutine committing
+// a group must not leave the other writers of that group believing they succeeded.
+func TestGroupCommitPanicLeavesNoFalseSuccess(t *testing.T) {
+	t.Parallel()
+	s, _ := openTestStore(t, StoreConfig{})
+	ctx := t.Context()
+	did := actorDID(16)
+	createTestRepo(t, s, did)
+	type outcome struct {
+		ev  *CommitEvent
+		err error
+	}
+	outcomes := make(chan outcome, 2)
+	write := func(hook func(*CommitEvent) error) {
+		defer func() {
+			if p := recover(); p != nil {
+				outcomes <- outcome{err: fmt.Errorf("panic: %v", p)}
+			}
+		}()
+		ev, err := s.ApplyWrites(ctx, did, []Write{{Action: ActionCreate, Collection: "app.bsky.feed.post", Record: postRecord(t, "x")}},
+			WriteOpts{OnCommit: hook})
+		outcomes <- outcome{ev, err}
+	}
+	err := s.withActor(ctx, did, func(a *actor) error {
+		a.mu.Lock()
+		go write(func(*CommitEvent) error { panic("hook bug") })
+		for queued := 0; queued < 1; time.Sleep(time.Millisecond) {
+			a.queueMu.Lock()
+			queued = len(a.queue)
+			a.queueMu.Unlock()
+		}
+		// The second writer's hook never runs: the first one's panics before it.
+		go write(func(*CommitEvent) error { return nil })
+		for queued := 0; queued < 2; time.Sleep(time.Millisecond) {
+			a.queueMu.Lock()
+			queued = len(a.queue)
+			a.queueMu.Unlock()
+		}
+		a.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		o := <-outcomes
+		if o.err == nil {
+			t.Errorf("a writer of the panicked group got success (event %v)", o.ev)
+		}
+	}
+}
