@@ -579,13 +579,7 @@ func TestGroupCommit(t *testing.T) {
 				ev, err := s.ApplyWrites(ctx, did, w.writes, opts)
 				outcomes[i] = outcome{ev, err}
 			})
-			// Queue them in order.
-			for queued := 0; queued <= i; {
-				a.queueMu.Lock()
-				queued = len(a.queue)
-				a.queueMu.Unlock()
-				time.Sleep(time.Millisecond)
-			}
+			waitQueued(a, i+1) // so they queue in order
 		}
 		a.mu.Unlock()
 		return nil
@@ -672,18 +666,10 @@ func TestGroupCommitPanicLeavesNoFalseSuccess(t *testing.T) {
 	err := s.withActor(ctx, did, func(a *actor) error {
 		a.mu.Lock()
 		go write(func(*CommitEvent) error { panic("hook bug") })
-		for queued := 0; queued < 1; time.Sleep(time.Millisecond) {
-			a.queueMu.Lock()
-			queued = len(a.queue)
-			a.queueMu.Unlock()
-		}
+		waitQueued(a, 1)
 		// The second writer's hook never runs: the first one's panics before it.
 		go write(func(*CommitEvent) error { return nil })
-		for queued := 0; queued < 2; time.Sleep(time.Millisecond) {
-			a.queueMu.Lock()
-			queued = len(a.queue)
-			a.queueMu.Unlock()
-		}
+		waitQueued(a, 2)
 		a.mu.Unlock()
 		return nil
 	})
@@ -695,5 +681,18 @@ func TestGroupCommitPanicLeavesNoFalseSuccess(t *testing.T) {
 		if o.err == nil {
 			t.Errorf("a writer of the panicked group got success (event %v)", o.ev)
 		}
+	}
+}
+
+// waitQueued returns once n write requests are queued on a.
+func waitQueued(a *actor, n int) {
+	for {
+		a.queueMu.Lock()
+		queued := len(a.queue)
+		a.queueMu.Unlock()
+		if queued >= n {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
