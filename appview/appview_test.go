@@ -2,6 +2,7 @@ package appview
 
 import (
 	"context"
+	"database/sql"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -130,5 +131,32 @@ func TestIndexerGathersSmallBatches(t *testing.T) {
 	n.get(alice, "app.bsky.feed.getAuthorFeed", vals("actor", alice.String()), &out)
 	if len(out.Feed) != 4 || out.Feed[0].Post.Uri != p.uri {
 		t.Errorf("getAuthorFeed has %d posts, want 4 with %s first", len(out.Feed), p.uri)
+	}
+}
+
+// TestIndexWriterSettings: the writer connection keeps the page cache, memory map and
+// checkpoint threshold Open gives it.
+func TestIndexWriterSettings(t *testing.T) {
+	t.Parallel()
+	av, err := Open(context.Background(), filepath.Join(t.TempDir(), "index.sqlite"), DefaultConfig(), discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer av.Close()
+	var cache, mmap, auto int64
+	err = av.db.Write(context.Background(), func(tx *sql.Tx) error {
+		for q, v := range map[string]*int64{"PRAGMA cache_size": &cache, "PRAGMA mmap_size": &mmap, "PRAGMA wal_autocheckpoint": &auto} {
+			if err := tx.QueryRow(q).Scan(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SQLite caps the map at its build's maximum (2 GiB less 64 KiB here).
+	if cache != -writerCacheKiB || mmap < 1<<30 || auto != walCheckpointPages {
+		t.Errorf("writer cache_size %d, mmap_size %d, wal_autocheckpoint %d; want %d, about %d, %d", cache, mmap, auto, -writerCacheKiB, writerMmapBytes, walCheckpointPages)
 	}
 }
