@@ -262,43 +262,33 @@ func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
 		if err := a.loadListed(ctx, tx); err != nil {
 			return err
 		}
-		stmts := make(map[string]*sql.Stmt)
-		savepoint := func(q string) error {
-			st, ok := stmts[q]
-			if !ok {
-				var err error
-				if st, err = a.db.Stmt(ctx, tx, q); err != nil {
+		// The commits share the transaction's statements; sp runs the savepoints through them.
+		sp := &commitTx{ctx: ctx, db: a.db, tx: tx, stmts: make(map[string]*sql.Stmt)}
+		// A request alone needs no savepoint: its failure rolls back the transaction.
+		grouped := len(live) > 1
+		for i, req := range live {
+			if grouped {
+				if err := sp.exec("SAVEPOINT group_commit"); err != nil {
 					return err
 				}
-				stmts[q] = st
 			}
-			_, err := st.ExecContext(ctx)
-			return err
-		}
-		if len(live) == 1 {
-			evs[0], err = a.commitWrites(ctx, tx, stmts, key, h, live[0].writes, live[0].opts.SwapCommit)
-			last = h
-			if err == nil && !evs[0].NoChange {
-				last = headOf(evs[0])
-			}
-			return err
-		}
-		for i, req := range live {
-			if err := savepoint("SAVEPOINT group_commit"); err != nil {
-				return err
-			}
-			evs[i], errs[i] = a.commitWrites(ctx, tx, stmts, key, h, req.writes, req.opts.SwapCommit)
+			evs[i], errs[i] = a.commitWrites(ctx, tx, sp.stmts, key, h, req.writes, req.opts.SwapCommit)
 			if errs[i] != nil {
+				if !grouped {
+					return errs[i]
+				}
 				evs[i] = nil
 				errs[i] = sqlite.MapError(errs[i])
-				if err := savepoint("ROLLBACK TO group_commit"); err != nil {
+				if err := sp.exec("ROLLBACK TO group_commit"); err != nil {
 					return err
 				}
 			} else if !evs[i].NoChange {
 				h = headOf(evs[i])
 			}
-			if err := savepoint("RELEASE group_commit"); err != nil {
-				return err
+			if grouped {
+				if err := sp.exec("RELEASE group_commit"); err != nil {
+					return err
+				}
 			}
 		}
 		last = h

@@ -446,8 +446,9 @@ func (db *DB) CheckpointPassive(ctx context.Context) error {
 // the last one. A busy writer then stops paying for checkpoints, which SQLite otherwise
 // runs inside whichever commit crosses wal_autocheckpoint (copying thousands of pages and
 // two fsyncs); that automatic checkpoint stays as a backstop in case this one falls
-// behind, at a threshold raised to backstopCheckpointPages meanwhile. It returns nil when ctx ends or Close begins,
-// and otherwise the first checkpoint error, after which the backstop alone checkpoints.
+// behind, at a threshold raised to backstopCheckpointPages meanwhile. It returns nil when
+// ctx ends or Close begins, and otherwise the first checkpoint error, after which the
+// backstop alone checkpoints, at its usual threshold again.
 func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error {
 	// At SQLite's default of 1000 pages, a file written a few thousand pages a second
 	// (the relay log and the index under load) reaches the backstop between two of these
