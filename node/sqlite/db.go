@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -137,15 +136,12 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 		// bounds the file after a checkpoint resets it.
 		pragmas.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", persistWALLimit))
 	}
-	if runtime.GOOS != "windows" {
-		// unix-excl locks the file for this process once, at open, and keeps the WAL index
-		// in this process's memory rather than in a -shm file that every open must size,
-		// fill and map and every transaction lock with fcntl. That halves the cost of
-		// opening a repo on an LRU miss (about 30 system calls fewer) and takes the shm
-		// locks out of every commit. Connections within the process still share the file;
-		// other processes cannot open it while the node runs, which aerie.lock already
-		// means for the data directory (the CLI goes through the admin API).
-		pragmas.Set("vfs", "unix-excl")
+	vfs, err := vfsName()
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", filePath, err)
+	}
+	if vfs != "" {
+		pragmas.Set("vfs", vfs)
 	}
 	// The path is a URI path: escape what SQLite would decode (did:web DIDs contain "%3A").
 	uriPath := strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(filePath)
