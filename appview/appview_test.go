@@ -143,9 +143,9 @@ func TestIndexWriterSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer av.Close()
-	var cache, mmap, auto int64
+	var cache, mmap, auto, spill int64
 	err = av.db.Write(context.Background(), func(tx *sql.Tx) error {
-		for q, v := range map[string]*int64{"PRAGMA cache_size": &cache, "PRAGMA mmap_size": &mmap, "PRAGMA wal_autocheckpoint": &auto} {
+		for q, v := range map[string]*int64{"PRAGMA cache_size": &cache, "PRAGMA mmap_size": &mmap, "PRAGMA wal_autocheckpoint": &auto, "PRAGMA cache_spill": &spill} {
 			if err := tx.QueryRow(q).Scan(v); err != nil {
 				return err
 			}
@@ -156,7 +156,8 @@ func TestIndexWriterSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	// SQLite caps the map at its build's maximum (2 GiB less 64 KiB here).
-	if cache != -writerCacheKiB || mmap < 1<<30 || auto != walCheckpointPages {
-		t.Errorf("writer cache_size %d, mmap_size %d, wal_autocheckpoint %d; want %d, about %d, %d", cache, mmap, auto, -writerCacheKiB, writerMmapBytes, walCheckpointPages)
+	if cache != -writerCacheKiB || mmap < 1<<30 || auto != walCheckpointPages || spill != writerSpillPages {
+		t.Errorf("writer cache_size %d, mmap_size %d, wal_autocheckpoint %d, cache_spill %d; want %d, about %d, %d, %d",
+			cache, mmap, auto, spill, -writerCacheKiB, writerMmapBytes, walCheckpointPages, writerSpillPages)
 	}
 }
