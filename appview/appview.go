@@ -54,13 +54,19 @@ const writerCacheKiB = 16 << 10
 // Next's limits makes, and the cache gives the pages back when the batch commits.
 const writerSpillPages = 65536
 
-// walCheckpointPages is the WAL size (in 4 KiB pages) at which the writer checkpoints
-// itself, should the background checkpoints of Run fall behind.
-const walCheckpointPages = 8192
+// walCheckpointPages is the WAL size (in 4 KiB pages, so 256 MiB) at which the writer
+// checkpoints itself inside a commit. Run checkpoints in the background, on another
+// connection, well before that; the writer's own checkpoint only lets the WAL start over
+// from its beginning once the background ones have copied nearly all of it. At 8192
+// pages, a fast indexer reached it several times a second and copied pages inside its
+// commits (6-13 s of building the 200k-post index).
+const walCheckpointPages = 65536
 
 // checkpointInterval is how often Run checkpoints the index in the background while it is
 // written: the copying then runs beside the indexer instead of inside one of its commits.
-const checkpointInterval = time.Second
+// A catching-up indexer writes some 20,000 pages a second; checkpointing every second let
+// the WAL reach the writer's own checkpoint first.
+const checkpointInterval = 200 * time.Millisecond
 
 // An index transaction costs more than the events in it when they are few: its commit,
 // and a WAL frame for each page it dirties, most of which (the cursor row, the last leaf
@@ -135,8 +141,7 @@ func Open(ctx context.Context, path string, cfg Config, log *slog.Logger) (*AppV
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_spill = %d", writerSpillPages)); err != nil {
 			return err
 		}
-		// Checkpoint every ~32 MiB of WAL rather than 4 MiB: each checkpoint syncs the
-		// file, and the indexer commits a batch every few milliseconds under load.
+		// See walCheckpointPages.
 		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walCheckpointPages))
 		return err
 	})
