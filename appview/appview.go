@@ -37,11 +37,11 @@ const readerCacheKiB = 16 << 10
 // warm getTimeline on that index had a slower median (3.0 ms against 2.4).
 const writerMmapBytes = 2 << 30
 
-// writerCacheKiB is the page cache of the index's writer connection. Bigger than SQLite's
-// default so a batch finds the hot B-tree pages in memory, but not much bigger: every
-// commit walks the cache's hash table once (pager_end_transaction truncating the cache),
-// and at 64 MiB that walk was a fifth of indexing one local post in its own transaction
-// (BenchmarkIndexOnePost), while batches ran no faster than at 16 MiB.
+// writerCacheKiB is the page cache of the index's writer connection while the index is
+// under 1 GiB. Bigger than SQLite's default so a batch finds the hot B-tree pages in
+// memory, but not much bigger: below 1 GiB every commit that splits a page walks the
+// cache's hash table (see sizeWriterCache), and at 64 MiB that walk was a fifth of
+// indexing one local post in its own transaction (BenchmarkIndexOnePost).
 const writerCacheKiB = 16 << 10
 
 // writerSpillPages is how many pages the writer's cache may hold before a transaction
@@ -53,6 +53,10 @@ const writerCacheKiB = 16 << 10
 // 5,893 events/s without the spills. 256 MiB of dirty pages is far more than a batch of
 // Next's limits makes, and the cache gives the pages back when the batch commits.
 const writerSpillPages = 65536
+
+// cacheCheckEvery is how many index transactions pass between two looks at the index's
+// size by sizeWriterCache.
+const cacheCheckEvery = 64
 
 // walCheckpointPages is the WAL size (in 4 KiB pages, so 256 MiB) at which the writer
 // checkpoints itself inside a commit. Run checkpoints in the background, on another
@@ -107,6 +111,13 @@ type AppView struct {
 	hurry   chan struct{}
 	// batch holds the events Run gathers; only Run uses it.
 	batch []*relay.Event
+	// applied counts apply's transactions, and bigCache says whether the writer has
+	// Config.IndexCacheBytes of page cache (see sizeWriterCache); only apply uses them.
+	applied  int
+	bigCache bool
+	// bigCacheAbove is the index size, in bytes, past which the writer gets the big
+	// cache: SQLite's lock page at 1 GiB. Tests lower it.
+	bigCacheAbove int64
 }
 
 // Open opens (creating and migrating) the index at path. It starts no goroutine; call Run.
@@ -172,6 +183,8 @@ func Open(ctx context.Context, path string, cfg Config, log *slog.Logger) (*AppV
 		now:       time.Now,
 		advanced:  make(chan struct{}),
 		hurry:     make(chan struct{}, 1),
+
+		bigCacheAbove: 1 << 30,
 	}
 	a.cursor.Store(cursor)
 	return a, nil
@@ -300,6 +313,9 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 	last := evs[len(evs)-1].Seq
 	t := newTouched()
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
+		if err := a.sizeWriterCache(ctx, tx); err != nil {
+			return err
+		}
 		ix := newIndexTx(ctx, a.db, tx, t, a.known, a.log)
 		defer ix.close()
 		for _, ev := range evs {
@@ -321,6 +337,43 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 	a.cache.invalidate(t)
 	a.known.add(t.ensured)
 	a.advance(last)
+	return nil
+}
+
+// sizeWriterCache gives the writer Config.IndexCacheBytes of page cache while the index is
+// bigger than bigCacheAbove, and writerCacheKiB otherwise, checking every cacheCheckEvery
+// transactions.
+//
+// Below 1 GiB a big cache costs more than it saves. When a B-tree page splits, SQLite
+// renumbers the new pages through the lock page (page 262,145 of 4 KiB pages, at the
+// 1 GiB offset) as a scratch number, and the cache's highest page number sticks there; at
+// commit, the pager drops cached pages past the end of the file, and with that number far
+// past the end it walks the cache's whole hash table. With a 512 MiB cache on a 700 MiB
+// index that walk took 36 ms a commit. Once the file is past the lock page, nothing is
+// past the end and the walk never happens; then the cache saves the writer's reads: at 1M
+// posts, 16 MiB of cache left two thirds of the indexer's system time in preads.
+func (a *AppView) sizeWriterCache(ctx context.Context, tx *sql.Tx) error {
+	a.applied++
+	if a.cfg.IndexCacheBytes <= writerCacheKiB<<10 || a.applied%cacheCheckEvery != 1 {
+		return nil
+	}
+	var pages, pageSize int64
+	if err := tx.QueryRowContext(ctx, "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()").Scan(&pages, &pageSize); err != nil {
+		return fmt.Errorf("read index size: %w", err)
+	}
+	big := pages*pageSize > a.bigCacheAbove
+	if big == a.bigCache {
+		return nil
+	}
+	kib := int64(writerCacheKiB)
+	if big {
+		kib = a.cfg.IndexCacheBytes >> 10
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", kib)); err != nil {
+		return fmt.Errorf("size index cache: %w", err)
+	}
+	a.bigCache = big
+	a.log.Info("index writer cache resized", "index_bytes", pages*pageSize, "cache_kib", kib)
 	return nil
 }
 

@@ -134,6 +134,47 @@ func TestIndexerGathersSmallBatches(t *testing.T) {
 	}
 }
 
+// TestWriterCacheFollowsIndexSize: the writer's page cache is the small one until the index
+// passes bigCacheAbove, then Config.IndexCacheBytes, and none of that with the big cache
+// turned off.
+func TestWriterCacheFollowsIndexSize(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		bigBytes  int64
+		above     int64
+		wantCache int64
+	}{
+		{"small index", 64 << 20, 1 << 30, -writerCacheKiB},
+		{"big index", 64 << 20, 4096, -(64 << 10)},
+		{"big cache off", 0, 4096, -writerCacheKiB},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := DefaultConfig()
+			cfg.IndexCacheBytes = tc.bigBytes
+			av, err := Open(context.Background(), filepath.Join(t.TempDir(), "index.sqlite"), cfg, discardLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer av.Close()
+			av.bigCacheAbove = tc.above
+			g := newGenerator(genConfig{users: 3, posts: 5, follows: 2, seed: 1})
+			if err := av.apply(context.Background(), g.network()); err != nil {
+				t.Fatal(err)
+			}
+			var cache int64
+			err = av.db.Write(context.Background(), func(tx *sql.Tx) error { return tx.QueryRow("PRAGMA cache_size").Scan(&cache) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cache != tc.wantCache {
+				t.Errorf("writer cache_size = %d after a batch; want %d", cache, tc.wantCache)
+			}
+		})
+	}
+}
+
 // TestIndexWriterSettings: the writer connection keeps the page cache, memory map and
 // checkpoint threshold Open gives it.
 func TestIndexWriterSettings(t *testing.T) {

@@ -21,6 +21,12 @@ type Config struct {
 	// CacheBytes bounds the ristretto caches of hydrated profiles, posts and follow lists
 	// (default 64 MiB). The caches are never the truth, so any size is correct.
 	CacheBytes int64 `toml:"cache_bytes"`
+	// IndexCacheBytes is the page cache of the indexer's connection once index.sqlite has
+	// grown past 1 GiB (default 512 MiB; 0 keeps the small cache). A big index has its
+	// B-trees far beyond a small cache, and each miss is a read from the file; below
+	// 1 GiB SQLite's own bookkeeping makes a big cache cost every commit more than it
+	// saves (see AppView.sizeWriterCache). Memory is taken only as pages are read.
+	IndexCacheBytes int64 `toml:"index_cache_bytes"`
 	// WaitTimeout bounds WaitForSeq, the read-after-write wait of a read served after a
 	// local write (default 2s): past it the read is answered from the index as it is.
 	WaitTimeout time.Duration `toml:"wait_timeout"`
@@ -29,10 +35,11 @@ type Config struct {
 // DefaultConfig returns the configuration used when the file says nothing.
 func DefaultConfig() Config {
 	return Config{
-		PublicURL:   "http://localhost:2583",
-		Synchronous: "NORMAL",
-		CacheBytes:  64 << 20,
-		WaitTimeout: 2 * time.Second,
+		PublicURL:       "http://localhost:2583",
+		Synchronous:     "NORMAL",
+		CacheBytes:      64 << 20,
+		IndexCacheBytes: 512 << 20,
+		WaitTimeout:     2 * time.Second,
 	}
 }
 
@@ -49,6 +56,9 @@ func (c Config) Validate() error {
 	}
 	if c.CacheBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("appview.cache_bytes: %d is below the minimum of 1 MiB", c.CacheBytes))
+	}
+	if c.IndexCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("appview.index_cache_bytes: %d is negative", c.IndexCacheBytes))
 	}
 	if c.WaitTimeout <= 0 || c.WaitTimeout > time.Minute {
 		errs = append(errs, fmt.Errorf("appview.wait_timeout: %s is not between 0 and 1m", c.WaitTimeout))
