@@ -64,8 +64,8 @@ var (
 	walBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
 )
 
-// walFile gathers the writes SQLite makes to one open WAL file and writes them with one
-// system call. SQLite writes each frame as two writes (its 24-byte header, then the
+// walFile gathers the writes SQLite makes to one open WAL file and writes them with a few
+// big system calls. SQLite writes each frame as two writes (its 24-byte header, then the
 // page), so a commit of n pages was 2n pwrites; on a virtual machine each costs several
 // microseconds, about a third of the indexer's time and a good part of a repo commit's.
 //
@@ -241,36 +241,43 @@ func walClose(tls *libc.TLS, pFile uintptr) int32 {
 	return rc
 }
 
-func walTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
+// flushed writes what the WAL file pFile holds back and returns the wrapped file, for the
+// methods that must see the file as SQLite has written it.
+func flushed(tls *libc.TLS, pFile uintptr) (uintptr, int32) {
 	f := walFileAt(pFile)
-	if rc := f.flush(tls); rc != sqlite3.SQLITE_OK {
+	return f.base, f.flush(tls)
+}
+
+func walTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
+	base, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return cfunc[func(*libc.TLS, uintptr, int64) int32](baseMethods.FxTruncate)(tls, f.base, size)
+	return cfunc[func(*libc.TLS, uintptr, int64) int32](baseMethods.FxTruncate)(tls, base, size)
 }
 
 func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
-	f := walFileAt(pFile)
-	if rc := f.flush(tls); rc != sqlite3.SQLITE_OK {
+	base, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return cfunc[func(*libc.TLS, uintptr, int32) int32](baseMethods.FxSync)(tls, f.base, flags)
+	return cfunc[func(*libc.TLS, uintptr, int32) int32](baseMethods.FxSync)(tls, base, flags)
 }
 
 func walFileSize(tls *libc.TLS, pFile, pSize uintptr) int32 {
-	f := walFileAt(pFile)
-	if rc := f.flush(tls); rc != sqlite3.SQLITE_OK {
+	base, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return cfunc[func(*libc.TLS, uintptr, uintptr) int32](baseMethods.FxFileSize)(tls, f.base, pSize)
+	return cfunc[func(*libc.TLS, uintptr, uintptr) int32](baseMethods.FxFileSize)(tls, base, pSize)
 }
 
 func walFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 {
-	f := walFileAt(pFile)
-	if rc := f.flush(tls); rc != sqlite3.SQLITE_OK {
+	base, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return cfunc[func(*libc.TLS, uintptr, int32, uintptr) int32](baseMethods.FxFileControl)(tls, f.base, op, pArg)
+	return cfunc[func(*libc.TLS, uintptr, int32, uintptr) int32](baseMethods.FxFileControl)(tls, base, op, pArg)
 }
 
 // The remaining methods do not touch the file's bytes; SQLite calls few of them on a WAL.
@@ -312,11 +319,11 @@ func walShmUnmap(tls *libc.TLS, pFile uintptr, deleteFlag int32) int32 {
 }
 
 func walFetch(tls *libc.TLS, pFile uintptr, iOfst int64, iAmt int32, pp uintptr) int32 {
-	f := walFileAt(pFile)
-	if rc := f.flush(tls); rc != sqlite3.SQLITE_OK {
+	base, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return cfunc[func(*libc.TLS, uintptr, int64, int32, uintptr) int32](baseMethods.FxFetch)(tls, f.base, iOfst, iAmt, pp)
+	return cfunc[func(*libc.TLS, uintptr, int64, int32, uintptr) int32](baseMethods.FxFetch)(tls, base, iOfst, iAmt, pp)
 }
 
 func walUnfetch(tls *libc.TLS, pFile uintptr, iOfst int64, p uintptr) int32 {
