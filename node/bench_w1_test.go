@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -276,36 +277,32 @@ func TestW1LoadProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers},
-	}
+	host := strings.TrimPrefix(base, "http://")
 	var seq atomic.Int64
-	one := func() error {
+	// Each worker keeps one keep-alive connection and speaks HTTP/1.1 on it directly:
+	// net/http's client passes every request between three goroutines, and on two cores
+	// that CPU is taken from the node being measured (0.26 cores at 2,000 req/s, against
+	// 0.18 this way).
+	one := func(c *w1Conn) error {
 		k := seq.Add(1)
 		s := sessions[int(k)%len(sessions)]
 		body := `{"repo":"` + s.DID + `","collection":"app.bsky.feed.post","record":` + postRecord("load "+strconv.FormatInt(k, 10)) + `}`
-		req, err := http.NewRequest("POST", base+"/xrpc/com.atproto.repo.createRecord", strings.NewReader(body))
+		status, out, err := c.post(host, "/xrpc/com.atproto.repo.createRecord", s.Token, body)
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+s.Token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		out, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, out)
+		if status != http.StatusOK {
+			return fmt.Errorf("status %d: %s", status, out)
 		}
 		return nil
 	}
 
+	conns := make([]w1Conn, workers)
+	defer func() {
+		for i := range conns {
+			conns[i].close()
+		}
+	}()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		cpu0 := processCPU(t)
@@ -314,15 +311,16 @@ func TestW1LoadProcess(t *testing.T) {
 		left.Store(w1Batch)
 		var mu sync.Mutex
 		var wg sync.WaitGroup
-		for range workers {
+		for w := range workers {
 			wg.Go(func() {
+				c := &conns[w]
 				for {
 					i := left.Add(-1)
 					if i < 0 {
 						return
 					}
 					began := time.Now()
-					err := one()
+					err := one(c)
 					res.Micros[i] = time.Since(began).Microseconds()
 					if err != nil {
 						mu.Lock()
@@ -341,5 +339,52 @@ func TestW1LoadProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		fmt.Printf("%s%s\n", w1Prefix, out)
+	}
+}
+
+// w1Conn is one HTTP/1.1 keep-alive connection of the load generator, dialled on first use
+// and again after the server closes it.
+type w1Conn struct {
+	conn net.Conn
+	r    *bufio.Reader
+	buf  []byte
+}
+
+// post sends one POST with a JSON body and returns the response's status and body.
+func (c *w1Conn) post(host, path, token, body string) (int, []byte, error) {
+	if c.conn == nil {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			return 0, nil, err
+		}
+		c.conn, c.r = conn, bufio.NewReaderSize(conn, 16<<10)
+	}
+	if err := c.conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		c.close()
+		return 0, nil, err
+	}
+	c.buf = fmt.Appendf(c.buf[:0], "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"+
+		"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", path, host, token, len(body), body)
+	if _, err := c.conn.Write(c.buf); err != nil {
+		c.close()
+		return 0, nil, err
+	}
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		c.close()
+		return 0, nil, err
+	}
+	out, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Close {
+		c.close()
+	}
+	return resp.StatusCode, out, err
+}
+
+func (c *w1Conn) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
 	}
 }
