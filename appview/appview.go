@@ -335,7 +335,7 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 		return fmt.Errorf("index events through seq %d: %w", last, err)
 	}
 	a.cache.invalidate(t)
-	a.known.add(t.ensured)
+	a.known.add(t)
 	a.advance(last)
 	return nil
 }

@@ -130,11 +130,15 @@ type touched struct {
 	// ensured are the DIDs whose actors row the transaction made sure of; once it
 	// commits they go to knownActors.
 	ensured map[string]struct{}
+	// genesis maps the DIDs the transaction indexed commits of to the rev of their first
+	// commit (one with no since), or to "" once a later commit was indexed; once it
+	// commits it goes to knownActors.
+	genesis map[string]string
 }
 
 func newTouched() *touched {
 	return &touched{actors: map[string]struct{}{}, posts: map[string]struct{}{}, follows: map[string]struct{}{},
-		ensured: map[string]struct{}{}}
+		ensured: map[string]struct{}{}, genesis: map[string]string{}}
 }
 
 func (t *touched) actor(did string) { t.actors[did] = struct{}{} }
@@ -162,15 +166,28 @@ func (c *caches) invalidate(t *touched) {
 // maxKnownActors bounds knownActors: about 100 bytes each, so at most ~25 MiB.
 const maxKnownActors = 1 << 18
 
+// maxGenesisRevs bounds knownActors.genesis. Entries normally last from an account's
+// creation to its #sync, a few events later; those of hosts that send no #sync pile up
+// until the map is forgotten.
+const maxGenesisRevs = 1 << 12
+
 // knownActors are DIDs whose actors row is committed. Rows of actors are never deleted,
 // so an entry stays true; the set is only a shortcut, and forgetting it all when full
 // costs one statement per DID seen again.
+//
+// It also remembers the accounts whose only indexed commit is their first, by that
+// commit's rev: the #sync that follows an account's creation names the same rev, and the
+// index already holds exactly that state, so it needs no reindex. Forgetting one costs a
+// reindex of a new repo.
 type knownActors struct {
-	mu sync.Mutex
-	m  map[string]struct{}
+	mu      sync.Mutex
+	m       map[string]struct{}
+	genesis map[string]string
 }
 
-func newKnownActors() *knownActors { return &knownActors{m: map[string]struct{}{}} }
+func newKnownActors() *knownActors {
+	return &knownActors{m: map[string]struct{}{}, genesis: map[string]string{}}
+}
 
 func (k *knownActors) has(did string) bool {
 	k.mu.Lock()
@@ -179,14 +196,40 @@ func (k *knownActors) has(did string) bool {
 	return ok
 }
 
-// add records the DIDs of a committed transaction.
-func (k *knownActors) add(dids map[string]struct{}) {
+// onlyGenesis says whether did's only indexed commit is its first, at rev.
+func (k *knownActors) onlyGenesis(did, rev string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if len(k.m)+len(dids) > maxKnownActors {
+	r, ok := k.genesis[did]
+	return ok && r == rev
+}
+
+// awaitingSync says whether did's only indexed commit is its first.
+func (k *knownActors) awaitingSync(did string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.genesis[did]
+	return ok
+}
+
+// add records what a committed transaction learnt.
+func (k *knownActors) add(t *touched) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.m)+len(t.ensured) > maxKnownActors {
 		clear(k.m)
 	}
-	for d := range dids {
+	for d := range t.ensured {
 		k.m[d] = struct{}{}
+	}
+	if len(k.genesis)+len(t.genesis) > maxGenesisRevs {
+		clear(k.genesis)
+	}
+	for d, rev := range t.genesis {
+		if rev == "" {
+			delete(k.genesis, d)
+		} else {
+			k.genesis[d] = rev
+		}
 	}
 }

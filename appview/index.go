@@ -179,12 +179,25 @@ func (ix *indexTx) event(ev *relay.Event, now time.Time) error {
 		if err := ix.ensureActor(ev.Sync.Did); err != nil {
 			return err
 		}
+		if ix.onlyGenesis(ev.Sync.Did, ev.Sync.Rev) {
+			// The #sync of a new account: the index holds that state already.
+			ix.t.genesis[ev.Sync.Did] = ""
+			return nil
+		}
 		// The repo's history was broken (or repaired): our view of it may be wrong.
 		// The node reindexes marked accounts through Reindex.
 		_, err := ix.exec(`UPDATE actors SET needs_reindex = 1 WHERE did = ?`, ev.Sync.Did)
 		return err
 	}
 	return nil
+}
+
+// onlyGenesis says whether the only commit of did indexed so far is its first, at rev.
+func (ix *indexTx) onlyGenesis(did, rev string) bool {
+	if r, ok := ix.t.genesis[did]; ok {
+		return r != "" && r == rev
+	}
+	return ix.known.onlyGenesis(did, rev)
 }
 
 // ensureActor makes sure did has an actors row. Most events come from accounts seen
@@ -266,6 +279,11 @@ func (ix *indexTx) commit(c *comatproto.SyncSubscribeRepos_Commit) error {
 	}
 	if err := ix.ensureActor(did.String()); err != nil {
 		return err
+	}
+	if c.Since == nil && c.PrevData == nil { // a repo's first commit
+		ix.t.genesis[did.String()] = c.Rev
+	} else if _, ok := ix.t.genesis[did.String()]; ok || ix.known.awaitingSync(did.String()) {
+		ix.t.genesis[did.String()] = ""
 	}
 	var car *repo.CARFile
 	for _, op := range c.Ops {

@@ -251,6 +251,7 @@ func TestNeedsReindexPages(t *testing.T) {
 	var all []syntax.DID
 	for _, name := range []string{"a", "b", "c"} {
 		d := n.account(name)
+		n.post(d, "so that the #sync is not the creation's")
 		n.markForReindex(t, d)
 		all = append(all, d)
 	}
@@ -288,6 +289,32 @@ func TestSyncMarksForReindex(t *testing.T) {
 	}
 	if dids, _ := n.appview().NeedsReindex(context.Background(), "", 10); len(dids) != 0 {
 		t.Errorf("NeedsReindex after Reindex = %v, want none", dids)
+	}
+}
+
+// TestSyncOfANewAccountNeedsNoReindex checks that the #sync every account creation sends
+// after its first commit marks nothing, while one sent after a later commit does, also
+// when the first commit was indexed in an earlier transaction.
+func TestSyncOfANewAccountNeedsNoReindex(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	fresh := n.account("fresh")
+	n.sync()
+	n.markForReindex(t, fresh)
+	posted := n.account("posted")
+	n.post(posted, "after the first commit")
+	n.markForReindex(t, posted)
+	dids, err := n.appview().NeedsReindex(context.Background(), "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(dids, []syntax.DID{posted}) {
+		t.Errorf("NeedsReindex = %v, want [%s] (%s was only created)", dids, posted, fresh)
+	}
+	// A second #sync of the first commit is not the creation's: the first consumed it.
+	n.markForReindex(t, fresh)
+	if dids, _ := n.appview().NeedsReindex(context.Background(), "", 10); len(dids) != 2 {
+		t.Errorf("NeedsReindex after a second #sync = %v, want both accounts", dids)
 	}
 }
 

@@ -62,7 +62,7 @@ func (a *AppView) Reindex(ctx context.Context, did syntax.DID, records iter.Seq2
 		return fmt.Errorf("reindex %s: %w", did, err)
 	}
 	a.cache.invalidate(t)
-	a.known.add(t.ensured)
+	a.known.add(t)
 	return nil
 }
 
