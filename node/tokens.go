@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -71,7 +72,23 @@ type tokenIssuer struct {
 	secret     []byte
 	serviceDID string
 	now        func() time.Time
+
+	// verified remembers the tokens parse accepted, so a client's next requests with the
+	// same token skip decoding and the HMAC (a quarter of a small write's handler time).
+	// Nothing but expiry can change a verdict: tokens carry no state to revoke.
+	mu       sync.Mutex
+	verified map[string]verifiedToken
 }
+
+// verifiedToken is an entry of tokenIssuer.verified.
+type verifiedToken struct {
+	typ    string
+	claims sessionClaims
+}
+
+// maxVerifiedTokens bounds tokenIssuer.verified (about 500 bytes each); when it is full
+// it is forgotten.
+const maxVerifiedTokens = 4096
 
 func (ti *tokenIssuer) sign(typ string, c sessionClaims) (string, error) {
 	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
@@ -99,6 +116,30 @@ func (ti *tokenIssuer) refreshToken(did, id string, exp time.Time) (string, erro
 // parse checks a token's signature, typ, audience and expiry. It returns errTokenExpired
 // for a well-signed but expired token and errTokenInvalid for anything else wrong.
 func (ti *tokenIssuer) parse(raw, wantTyp string) (*sessionClaims, error) {
+	ti.mu.Lock()
+	v, ok := ti.verified[raw]
+	ti.mu.Unlock()
+	if ok && v.typ == wantTyp {
+		if !ti.now().Before(time.Unix(v.claims.Exp, 0)) {
+			return nil, errTokenExpired
+		}
+		return &v.claims, nil
+	}
+	c, err := ti.verify(raw, wantTyp)
+	if err != nil {
+		return nil, err
+	}
+	ti.mu.Lock()
+	if ti.verified == nil || len(ti.verified) >= maxVerifiedTokens {
+		ti.verified = map[string]verifiedToken{}
+	}
+	ti.verified[raw] = verifiedToken{typ: wantTyp, claims: *c}
+	ti.mu.Unlock()
+	return c, nil
+}
+
+// verify is parse without the memory of verified tokens.
+func (ti *tokenIssuer) verify(raw, wantTyp string) (*sessionClaims, error) {
 	var c sessionClaims
 	tok, err := jwt.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return ti.secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),

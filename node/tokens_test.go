@@ -51,6 +51,31 @@ func TestTokenTypesAreSeparate(t *testing.T) {
 	}
 }
 
+// TestRememberedTokensStillExpire checks that a token accepted once is still refused
+// once it expires, and as the other type, while parse serves it from memory.
+func TestRememberedTokensStillExpire(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	ti := &tokenIssuer{secret: []byte("0123456789abcdef0123456789abcdef"), serviceDID: "did:web:pds.example.com",
+		now: func() time.Time { return now }}
+	access, _ := ti.accessToken("did:plc:a", scopeAccess)
+	for range 2 {
+		if c, err := ti.parse(access, typAccess); err != nil || c.Sub != "did:plc:a" {
+			t.Fatalf("parse = %v, %v", c, err)
+		}
+	}
+	if _, ok := ti.verified[access]; !ok {
+		t.Fatal("an accepted token is not remembered")
+	}
+	if _, err := ti.parse(access, typRefresh); !errors.Is(err, errTokenInvalid) {
+		t.Errorf("remembered access token as refresh: parse = %v, want errTokenInvalid", err)
+	}
+	now = now.Add(accessTokenTTL)
+	if _, err := ti.parse(access, typAccess); !errors.Is(err, errTokenExpired) {
+		t.Errorf("remembered token at its expiry: parse = %v, want errTokenExpired", err)
+	}
+}
+
 // FuzzParseSessionToken feeds arbitrary strings to the token parser: it must never panic
 // and must accept only tokens it signed.
 func FuzzParseSessionToken(f *testing.F) {
