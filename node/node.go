@@ -37,6 +37,7 @@ type Node struct {
 
 	lock     *os.File
 	db       *sqlite.DB
+	accounts accountRows
 	tokens   *tokenIssuer
 	limiter  *rateLimiter
 	mail     *mailer

@@ -90,7 +90,8 @@ type DB struct {
 	// readStmts caches QueryRow's statements, prepared on the read pool.
 	readStmts map[string]*sql.Stmt // nil once Close has begun
 
-	// commits counts Write's commits, so RunCheckpoints can tell an idle file.
+	// commits counts Write's commits, so RunCheckpoints can tell an idle file and callers
+	// can tell a copy that is still current (Commits).
 	commits atomic.Uint64
 	closed  atomic.Bool // Close has begun
 }
@@ -251,13 +252,20 @@ func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		tx.Rollback()
 		return MapError(err)
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	// Counted even when the commit failed, as the file may have changed anyway.
+	db.commits.Add(1)
+	if err != nil {
 		return fmt.Errorf("commit: %w", MapError(err))
 	}
-	db.commits.Add(1)
 	db.preparePending(ctx)
 	return nil
 }
+
+// Commits counts the transactions of Write that have committed (or tried to). Nothing
+// Write did changed the file between two reads of the same count, so a value read from
+// the file after the first is still current: the count validates in-memory copies.
+func (db *DB) Commits() uint64 { return db.commits.Load() }
 
 // Stmt returns query prepared once on the writer connection, bound to tx; tx must come
 // from Write (or from Read with SharedReader), and the returned statement ends with it.
