@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
@@ -24,32 +25,38 @@ func (n *Node) sequenceCommit(ctx context.Context, ce *repo.CommitEvent) (int64,
 }
 
 // queuedCommit is a repo commit handed to the sequencer but not yet known to be in the log.
+// The calls whose writes share the commit wait for it together.
 type queuedCommit struct {
 	ev   *relay.Event
 	done <-chan error
+	once sync.Once
+	seq  int64
+	err  error
 }
 
 // enqueueCommit hands a repo commit to the relay without waiting for the log. Called inside
 // the repo's write lock, it keeps per-DID seq order equal to rev order while the next
 // commit to the same repo proceeds beside this one's sequencing; the writer waits with
 // awaitCommit before it acknowledges.
-func (n *Node) enqueueCommit(ctx context.Context, ce *repo.CommitEvent) (queuedCommit, error) {
+func (n *Node) enqueueCommit(ctx context.Context, ce *repo.CommitEvent) (*queuedCommit, error) {
 	ev := relay.NewCommit(ce)
 	done, err := n.seq.Enqueue(context.WithoutCancel(ctx), ev)
 	if err != nil {
-		return queuedCommit{}, fmt.Errorf("sequence commit %s of %s: %w", ce.Rev, ce.DID, err)
+		return nil, fmt.Errorf("sequence commit %s of %s: %w", ce.Rev, ce.DID, err)
 	}
-	return queuedCommit{ev: ev, done: done}, nil
+	return &queuedCommit{ev: ev, done: done}, nil
 }
 
 // awaitCommit returns the seq of an enqueued commit once it is in the log.
-func (n *Node) awaitCommit(ctx context.Context, q queuedCommit) (int64, error) {
-	// The commit is durable already; finish sequencing it even if the client went away.
-	seq, err := n.seq.Wait(context.WithoutCancel(ctx), q.ev, q.done)
-	if err != nil {
-		return 0, fmt.Errorf("sequence commit %s: %w", q.ev.Kind(), err)
-	}
-	return seq, nil
+func (n *Node) awaitCommit(ctx context.Context, q *queuedCommit) (int64, error) {
+	q.once.Do(func() {
+		// The commit is durable already; finish sequencing it even if the client went away.
+		q.seq, q.err = n.seq.Wait(context.WithoutCancel(ctx), q.ev, q.done)
+		if q.err != nil {
+			q.err = fmt.Errorf("sequence commit %s: %w", q.ev.Kind(), q.err)
+		}
+	})
+	return q.seq, q.err
 }
 
 // repairAfterCrash runs after an unclean shutdown: the repo transaction commits before the

@@ -123,14 +123,16 @@ func (n *Node) applyWrites(ctx context.Context, acct *account, writes []repo.Wri
 	if err := n.checkRecordBlobs(ctx, did, writes); err != nil {
 		return nil, err
 	}
-	var queued queuedCommit
+	var queued *queuedCommit
 	ev, err := n.repos.ApplyWrites(ctx, did, writes, repo.WriteOpts{
 		SwapCommit: swapCommit,
 		Validate:   mode,
 		OnCommit: func(ev *repo.CommitEvent) error {
-			n.afterCommitBlobs(context.WithoutCancel(ctx), ev)
-			var err error
-			queued, err = n.enqueueCommit(ctx, ev)
+			q, err := ev.Forwarding.Do(func() (any, error) {
+				n.afterCommitBlobs(context.WithoutCancel(ctx), ev)
+				return n.enqueueCommit(ctx, ev)
+			})
+			queued, _ = q.(*queuedCommit)
 			return err
 		},
 	})
@@ -138,7 +140,7 @@ func (n *Node) applyWrites(ctx context.Context, acct *account, writes []repo.Wri
 		return nil, err
 	}
 	var seq int64
-	if queued.ev != nil { // nil when the writes changed nothing
+	if queued != nil { // nil when the writes changed nothing
 		if seq, err = n.awaitCommit(ctx, queued); err != nil {
 			return nil, fmt.Errorf("commit %s is durable, forwarding it failed: %w", ev.Rev, err)
 		}

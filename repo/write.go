@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -57,7 +58,8 @@ type WriteOpts struct {
 	// OnCommit, when set, is called with the event after the transaction commits and
 	// before the repo's write lock is released, so the caller can sequence events in rev
 	// order. It must not call back into the Store for the same DID. The commit is
-	// durable whatever OnCommit returns.
+	// durable whatever OnCommit returns. Calls whose writes share a commit each get their
+	// own event, with the same Forwarding: forward the commit through it, once.
 	OnCommit func(*CommitEvent) error
 }
 
@@ -107,6 +109,27 @@ type CommitEvent struct {
 	// value): no commit was made, Rev, Commit and Data are the current head, Blocks is
 	// empty, and OnCommit was not called.
 	NoChange bool
+	// Forwarding is shared by the events of the calls whose writes share this commit (see
+	// ApplyWrites), so that their OnCommit hooks forward the commit once. Nil for events
+	// that are not ApplyWrites'.
+	Forwarding *Forwarding
+}
+
+// Forwarding runs the forwarding of one commit once, however many calls' events share it.
+type Forwarding struct {
+	once   sync.Once
+	result any
+	err    error
+}
+
+// Do runs forward the first time it is called for the commit, and returns its results
+// every time. On a nil Forwarding it runs forward.
+func (f *Forwarding) Do(forward func() (any, error)) (any, error) {
+	if f == nil {
+		return forward()
+	}
+	f.once.Do(func() { f.result, f.err = forward() })
+	return f.result, f.err
 }
 
 // preparedWrite is a Write after the checks that need no lock.
@@ -122,8 +145,11 @@ type preparedWrite struct {
 // ErrRecordNotFound (update or delete of a missing one), ErrInvalidSwap, or ErrTooLarge when
 // the commit's blocks exceed MaxCommitBlocks.
 //
-// Concurrent calls for one repo share a SQLite transaction (group commit): each is still
-// its own signed commit, on top of the one before it, and fails or succeeds alone.
+// Concurrent calls for one repo share a SQLite transaction (group commit), and their
+// writes share a commit when they can: no swapCommit, no path written twice, MaxWrites
+// in all. Each call still fails or succeeds alone: when the shared commit fails, each is
+// committed on its own. A call's event then carries the shared commit, all its ops and
+// blocks, and the results of the call's own writes.
 //
 // When OnCommit fails, ApplyWrites returns the event together with the wrapped error.
 func (s *Store) ApplyWrites(ctx context.Context, did syntax.DID, writes []Write, opts WriteOpts) (*CommitEvent, error) {
@@ -266,30 +292,37 @@ func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
 		sp := &commitTx{ctx: ctx, db: a.db, tx: tx, stmts: make(map[string]*sql.Stmt)}
 		// A request alone needs no savepoint: its failure rolls back the transaction.
 		grouped := len(live) > 1
-		for i, req := range live {
+		shared := sharedPrefix(live)
+		for i := 0; i < len(live); {
+			unit := live[i : i+max(shared, 1)]
 			if grouped {
 				if err := sp.exec("SAVEPOINT group_commit"); err != nil {
 					return err
 				}
 			}
-			evs[i], errs[i] = a.commitWrites(ctx, tx, sp.stmts, key, h, req.writes, req.opts.SwapCommit)
-			if errs[i] != nil {
-				if !grouped {
-					return errs[i]
-				}
-				evs[i] = nil
-				errs[i] = sqlite.MapError(errs[i])
+			ev, err := a.commitWrites(ctx, tx, sp.stmts, key, h, unitWrites(unit), unit[0].opts.SwapCommit)
+			if err != nil && !grouped {
+				return err
+			}
+			if err != nil {
 				if err := sp.exec("ROLLBACK TO group_commit"); err != nil {
 					return err
 				}
-			} else if !evs[i].NoChange {
-				h = headOf(evs[i])
+			} else if !ev.NoChange {
+				h = headOf(ev)
 			}
 			if grouped {
 				if err := sp.exec("RELEASE group_commit"); err != nil {
 					return err
 				}
 			}
+			if err != nil && len(unit) > 1 {
+				shared = 0 // one of them fails: commit each alone, to fail alone
+				continue
+			}
+			splitEvent(ev, unit, evs[i:], errs[i:], sqlite.MapError(err))
+			i += len(unit)
+			shared = 0
 		}
 		last = h
 		return nil
@@ -308,8 +341,10 @@ func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
 	for i, req := range live {
 		ev, err := evs[i], errs[i]
 		if err == nil && !ev.NoChange {
-			if a.noteCommit(len(ev.Ops)) {
-				inline = true
+			if i == 0 || evs[i-1] == nil || evs[i-1].Forwarding != ev.Forwarding {
+				if a.noteCommit(len(ev.Ops)) {
+					inline = true
+				}
 			}
 			if req.opts.OnCommit != nil {
 				if herr := req.opts.OnCommit(ev); herr != nil {
@@ -329,6 +364,70 @@ func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
 		}
 	}
 	return inline
+}
+
+// sharedPrefix is how many of the first requests of a group can share one commit: those
+// with no swapCommit, whose paths all differ (so that the commit has one op per path,
+// which firehose consumers rely on to invert it), with at most MaxWrites writes in all.
+// It is 0 or at least 2.
+func sharedPrefix(group []*writeRequest) int {
+	paths := map[string]struct{}{}
+	writes, n := 0, 0
+requests:
+	for _, req := range group {
+		if req.opts.SwapCommit != nil || writes+len(req.writes) > MaxWrites {
+			break
+		}
+		for _, w := range req.writes {
+			if _, ok := paths[w.path]; ok {
+				break requests
+			}
+		}
+		for _, w := range req.writes {
+			paths[w.path] = struct{}{}
+		}
+		writes += len(req.writes)
+		n++
+	}
+	if n < 2 {
+		return 0
+	}
+	return n
+}
+
+// unitWrites are the writes of requests that share a commit, in order.
+func unitWrites(unit []*writeRequest) []preparedWrite {
+	if len(unit) == 1 {
+		return unit[0].writes
+	}
+	var out []preparedWrite
+	for _, req := range unit {
+		out = append(out, req.writes...)
+	}
+	return out
+}
+
+// splitEvent gives each request of unit its outcome: err, or its own copy of ev with the
+// results of its writes.
+func splitEvent(ev *CommitEvent, unit []*writeRequest, evs []*CommitEvent, errs []error, err error) {
+	if err != nil {
+		errs[0] = err
+		return
+	}
+	if ev.Forwarding == nil && !ev.NoChange {
+		ev.Forwarding = &Forwarding{}
+	}
+	if len(unit) == 1 {
+		evs[0] = ev
+		return
+	}
+	results := ev.Results
+	for i, req := range unit {
+		own := *ev
+		own.Results = results[:len(req.writes):len(req.writes)]
+		results = results[len(req.writes):]
+		evs[i] = &own
+	}
 }
 
 // headOf is the head a commit leaves.

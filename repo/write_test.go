@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -531,7 +532,8 @@ func TestWriterCollectsReplacedNodes(t *testing.T) {
 
 // TestGroupCommit queues writes of every outcome behind the repo's lock, so that one
 // holder commits them as a group: each success is its own verifiable commit on top of the
-// one before, in queue order, and each failure leaves the others alone.
+// one before, in queue order, and each failure leaves the others alone. (The first three
+// could share a commit, but the second fails, so each is committed alone.)
 func TestGroupCommit(t *testing.T) {
 	t.Parallel()
 	s, dir := openTestStore(t, StoreConfig{})
@@ -638,6 +640,89 @@ func TestGroupCommit(t *testing.T) {
 	if err != nil || commit != prev.Commit || rev != prev.Rev {
 		t.Errorf("Head from a second store = %s %s %v, want %s %s", commit, rev, err, prev.Commit, prev.Rev)
 	}
+}
+
+// TestGroupCommitSharesACommit queues plain writes behind the repo's lock: they share one
+// verifiable commit, each call gets the results of its own writes, and the commit is
+// forwarded once. A write to a path an earlier one in the queue writes, and one with a
+// swapCommit, each get a commit of their own.
+func TestGroupCommitSharesACommit(t *testing.T) {
+	t.Parallel()
+	s, _ := openTestStore(t, StoreConfig{})
+	ctx := t.Context()
+	did := actorDID(17)
+	key := createTestRepo(t, s, did)
+	first := createPost(t, s, did, "3k2aaaaaaaaa2", "first")
+	post := func(rkey, text string) Write {
+		return Write{Action: ActionCreate, Collection: "app.bsky.feed.post", RKey: syntax.RecordKey(rkey), Record: postRecord(t, text)}
+	}
+	calls := []struct {
+		writes []Write
+		opts   WriteOpts
+	}{
+		{writes: []Write{post("3k2aaaaaaab22", "a")}},
+		{writes: []Write{post("3k2aaaaaaab23", "b"), post("3k2aaaaaaab24", "c")}},
+		{writes: []Write{{Action: ActionDelete, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaaaa2"}}},
+		{writes: []Write{{Action: ActionUpdate, Collection: "app.bsky.feed.post", RKey: "3k2aaaaaaab22", Record: postRecord(t, "a2")}}},
+		{writes: []Write{post("3k2aaaaaaab25", "d")}, opts: WriteOpts{SwapCommit: &first.Commit}},
+	}
+	evs := make([]*CommitEvent, len(calls))
+	errs := make([]error, len(calls))
+	forwards := 0 // changed under the repo's lock, by the hooks
+	var wg sync.WaitGroup
+	err := s.withActor(ctx, did, func(a *actor) error {
+		a.mu.Lock()
+		for i, c := range calls {
+			wg.Go(func() {
+				opts := c.opts
+				opts.OnCommit = func(ev *CommitEvent) error {
+					_, err := ev.Forwarding.Do(func() (any, error) {
+						forwards++
+						return nil, nil
+					})
+					return err
+				}
+				evs[i], errs[i] = s.ApplyWrites(ctx, did, c.writes, opts)
+			})
+			waitQueued(a, i+1)
+		}
+		a.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i := range 4 {
+		if errs[i] != nil {
+			t.Fatalf("call %d: %v", i, errs[i])
+		}
+	}
+	shared := evs[0]
+	for i, ev := range evs[:3] {
+		if ev.Commit != shared.Commit || len(ev.Results) != len(calls[i].writes) {
+			t.Errorf("call %d: commit %s with %d results, want the shared %s with %d", i, ev.Commit, len(ev.Results), shared.Commit, len(calls[i].writes))
+		}
+	}
+	if len(shared.Ops) != 4 || shared.Since != first.Rev || shared.PrevData != first.Data {
+		t.Errorf("shared commit: %d ops since %s, want 4 since %s", len(shared.Ops), shared.Since, first.Rev)
+	}
+	verifyEvent(t, shared, key)
+	if got := evs[1].Results[1].URI.String(); !strings.HasSuffix(got, "/3k2aaaaaaab24") {
+		t.Errorf("second call's second result = %s, want its own record", got)
+	}
+	// The update writes a path the first call wrote: a commit of its own, after the shared one.
+	if evs[3].Since != shared.Rev || evs[3].Commit == shared.Commit {
+		t.Errorf("update: since %s commit %s, want its own commit after %s", evs[3].Since, evs[3].Commit, shared.Rev)
+	}
+	verifyEvent(t, evs[3], key)
+	if !errors.Is(errs[4], ErrInvalidSwap) {
+		t.Errorf("stale swapCommit: err = %v, want ErrInvalidSwap", errs[4])
+	}
+	if forwards != 2 {
+		t.Errorf("%d commits forwarded, want 2 (the shared one and the update)", forwards)
+	}
+	checkReachable(t, s, did)
 }
 
 // TestGroupCommitPanicLeavesNoFalseSuccess: a hook that panics in the goroutine committing
