@@ -312,6 +312,10 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 	}
 	last := evs[len(evs)-1].Seq
 	t := newTouched()
+	// A batch is bounded, and finishing it at shutdown beats redoing it. The statements
+	// need a context that cannot end: the driver starts a goroutine per statement to
+	// watch one that can, which cost the indexer more than some of its statements.
+	ctx = context.WithoutCancel(ctx)
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
 		if err := a.sizeWriterCache(ctx, tx); err != nil {
 			return err
