@@ -194,7 +194,9 @@ func (s *Store) sqliteOptions() sqlite.Options {
 		Readers:     sqlite.SharedReader,
 		PersistWAL:  true,
 		CacheKiB:    actorCacheKiB,
-		Migrations:  s.migrations,
+		// A group commit's savepoints journal its commits' pages, usually over 64 KiB.
+		TempInMemory: true,
+		Migrations:   s.migrations,
 	}
 }
 

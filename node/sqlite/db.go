@@ -66,6 +66,11 @@ type Options struct {
 	// CacheKiB is each connection's page cache in KiB (0: SQLite's default of 2 MiB). Pages
 	// are cached as they are read, so a small file never uses its whole budget.
 	CacheKiB int
+	// TempInMemory keeps temporary tables, sorts and savepoint journals in memory
+	// (temp_store=MEMORY). Otherwise a savepoint whose changes pass 64 KiB journals them
+	// to a temporary file, created and deleted each time. It suits a file whose
+	// transactions and sorts are small.
+	TempInMemory bool
 	// Migrations holds files named NNNN_what.sql at its root, applied in order once each.
 	Migrations fs.FS
 	// MustExist makes Open fail with an error wrapping fs.ErrNotExist when the file is
@@ -130,6 +135,9 @@ func Open(ctx context.Context, filePath string, opts Options) (*DB, error) {
 	pragmas.Add("_pragma", "foreign_keys(ON)")
 	if opts.CacheKiB > 0 {
 		pragmas.Add("_pragma", fmt.Sprintf("cache_size(-%d)", opts.CacheKiB))
+	}
+	if opts.TempInMemory {
+		pragmas.Add("_pragma", "temp_store(MEMORY)")
 	}
 	if opts.PersistWAL {
 		// A persistent WAL is truncated on close only under a size limit; left whole, its

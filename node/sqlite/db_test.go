@@ -35,11 +35,11 @@ func openTest(t *testing.T, file string, opts Options) *DB {
 
 func TestOpenAppliesPragmasOnEveryConnection(t *testing.T) {
 	t.Parallel()
-	db := openTest(t, filepath.Join(t.TempDir(), "p.sqlite"), Options{Synchronous: "full", Migrations: testMigrations()})
+	db := openTest(t, filepath.Join(t.TempDir(), "p.sqlite"), Options{Synchronous: "full", TempInMemory: true, Migrations: testMigrations()})
 	ctx := t.Context()
 	check := func(name string, q func(string, any) error) {
 		var mode string
-		var fk, syncLevel int
+		var fk, syncLevel, temp int
 		if err := q("PRAGMA journal_mode", &mode); err != nil || mode != "wal" {
 			t.Errorf("%s: journal_mode = %q, %v; want wal", name, mode, err)
 		}
@@ -48,6 +48,9 @@ func TestOpenAppliesPragmasOnEveryConnection(t *testing.T) {
 		}
 		if err := q("PRAGMA synchronous", &syncLevel); err != nil || syncLevel != 2 {
 			t.Errorf("%s: synchronous = %d, %v; want 2 (FULL)", name, syncLevel, err)
+		}
+		if err := q("PRAGMA temp_store", &temp); err != nil || temp != 2 {
+			t.Errorf("%s: temp_store = %d, %v; want 2 (MEMORY)", name, temp, err)
 		}
 	}
 	db.Write(ctx, func(tx *sql.Tx) error {
