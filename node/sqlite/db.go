@@ -98,11 +98,7 @@ type DB struct {
 	// commits counts Write's commits, so RunCheckpoints can tell an idle file and callers
 	// can tell a copy that is still current (Commits).
 	commits atomic.Uint64
-	// restartWAL asks Write for a RESTART checkpoint (see RunCheckpoints), past
-	// restartFrames when set (tests lower it) and the backstop's threshold otherwise.
-	restartWAL    atomic.Bool
-	restartFrames int
-	closed        atomic.Bool // Close has begun
+	closed  atomic.Bool // Close has begun
 }
 
 // Open opens (creating if needed) the SQLite file at path, applies our pragmas to every
@@ -271,10 +267,6 @@ func (db *DB) Write(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		return fmt.Errorf("commit: %w", MapError(err))
 	}
 	db.preparePending(ctx)
-	if db.restartWAL.Load() && db.restartWAL.CompareAndSwap(true, false) {
-		// The commit stands whatever the checkpoint does; RunCheckpoints asks again.
-		db.writer.ExecContext(ctx, "PRAGMA wal_checkpoint(RESTART)")
-	}
 	return nil
 }
 
@@ -453,19 +445,12 @@ func (db *DB) Checkpoint(ctx context.Context) error {
 // commit can proceed beside it; with SharedReader that is a connection kept for
 // checkpoints alone, opened on first use.
 func (db *DB) CheckpointPassive(ctx context.Context) error {
-	_, err := db.checkpoint(ctx, "PASSIVE")
-	return err
-}
-
-// checkpoint runs a checkpoint of the given mode on a reader connection and returns the
-// WAL's size in frames.
-func (db *DB) checkpoint(ctx context.Context, mode string) (frames int, err error) {
-	var busy, done int
-	err = db.readers.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &done)
+	var busy, log, done int
+	err := db.readers.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
 	if err != nil {
-		return 0, fmt.Errorf("checkpoint %s: %w", db.path, MapError(err))
+		return fmt.Errorf("checkpoint %s: %w", db.path, MapError(err))
 	}
-	return frames, nil
+	return nil
 }
 
 // RunCheckpoints copies the WAL back into the database file in the background until ctx
@@ -476,15 +461,6 @@ func (db *DB) checkpoint(ctx context.Context, mode string) (frames int, err erro
 // behind, at a threshold raised to backstopCheckpointPages meanwhile. It returns nil when
 // ctx ends or Close begins, and otherwise the first checkpoint error, after which the
 // backstop alone checkpoints, at its usual threshold again.
-//
-// A WAL only starts again from its beginning once a checkpoint has copied all of it, and
-// a writer that commits without pause outruns every PASSIVE checkpoint: its own automatic
-// one then finds this one busy and gives up too, and the WAL grew past a gigabyte while
-// the index caught up with a big network. So when the WAL is past the backstop's
-// threshold after a PASSIVE checkpoint, the next Write runs a RESTART checkpoint once it
-// has committed: on the writer's own connection, between two of its transactions, it
-// copies the few frames left and lets the next write start the WAL again. (Run from here
-// it lost the race for the write lock to a busy writer for up to a second at a time.)
 func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error {
 	// At SQLite's default of 1000 pages, a file written a few thousand pages a second
 	// (the relay log and the index under load) reaches the backstop between two of these
@@ -494,12 +470,8 @@ func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 	if err := db.writer.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&usual); err != nil {
 		return fmt.Errorf("read %s's automatic checkpoint: %w", db.path, MapError(err))
 	}
-	raised := max(usual, backstopCheckpointPages)
-	if _, err := db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", raised)); err != nil {
+	if _, err := db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", max(usual, backstopCheckpointPages))); err != nil {
 		return fmt.Errorf("raise %s's automatic checkpoint: %w", db.path, MapError(err))
-	}
-	if db.restartFrames > 0 { // a test's
-		raised = db.restartFrames
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -511,26 +483,10 @@ func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 		case <-tick.C:
 		}
 		n := db.commits.Load()
-		if db.restartWAL.Load() {
-			// Write restarts the WAL at its next commit; leave it the checkpoint lock. A
-			// writer that has gone idle meanwhile races no one: restart it here.
-			if n != done || !db.restartWAL.CompareAndSwap(true, false) {
-				done = n
-				continue
-			}
-			if _, err := db.checkpoint(ctx, "RESTART"); err != nil && ctx.Err() == nil && !db.closed.Load() {
-				db.restartWAL.Store(true)
-			}
-			continue
-		}
 		if n == done {
 			continue
 		}
-		frames, err := db.checkpoint(ctx, "PASSIVE")
-		if frames > raised {
-			db.restartWAL.Store(true)
-		}
-		if err != nil {
+		if err := db.CheckpointPassive(ctx); err != nil {
 			if ctx.Err() != nil || db.closed.Load() {
 				return nil
 			}

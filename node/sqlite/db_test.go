@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -511,70 +510,5 @@ func TestRunCheckpoints(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("RunCheckpoints = %v, want nil when ctx ends", err)
-	}
-}
-
-// TestRunCheckpointsBoundsTheWAL: a writer that commits without pause outruns PASSIVE
-// checkpoints, so the WAL never starts again from its beginning unless RunCheckpoints
-// restarts it. With the threshold at 256 frames (1 MiB), the WAL must stay far below what
-// is written (40 MB).
-func TestRunCheckpointsBoundsTheWAL(t *testing.T) {
-	t.Parallel()
-	file := filepath.Join(t.TempDir(), "w.sqlite")
-	// Without fsyncs a checkpoint takes about as long as the writes it copies.
-	db := openTest(t, file, Options{Synchronous: "off", Migrations: testMigrations()})
-	db.restartFrames = 256
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- db.RunCheckpoints(ctx, 5*time.Millisecond) }()
-	// A reader that keeps reading rows, as the index's API does, beside the writer.
-	readCtx, stopReading := context.WithCancel(t.Context())
-	var readers sync.WaitGroup
-	readers.Go(func() {
-		for readCtx.Err() == nil {
-			db.Read(readCtx, func(tx *sql.Tx) error {
-				var n int
-				err := tx.QueryRowContext(readCtx, "SELECT length(name) FROM items ORDER BY id DESC LIMIT 1").Scan(&n)
-				if errors.Is(err, sql.ErrNoRows) {
-					return nil
-				}
-				return err
-			})
-		}
-	})
-	var most int64
-	row := strings.Repeat("x", 4000)
-	for i := range 10000 {
-		if err := db.Write(t.Context(), func(tx *sql.Tx) error {
-			_, err := tx.ExecContext(t.Context(), `INSERT INTO items (name) VALUES (?)`, fmt.Sprintf("%05d%s", i, row))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if i%50 == 0 {
-			if st, err := os.Stat(file + "-wal"); err == nil {
-				most = max(most, st.Size())
-			}
-		}
-	}
-	stopReading()
-	readers.Wait()
-	// A restart asked for when the writer has stopped is left to no Write: RunCheckpoints
-	// runs it.
-	db.restartWAL.Store(true)
-	for deadline := time.Now().Add(10 * time.Second); db.restartWAL.Load(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a restart asked for after the last write never ran")
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("RunCheckpoints = %v", err)
-	}
-	// Without the restarts the WAL reached 64 MB here (and, with half the writes and a
-	// reader that scanned the table, 124 MB); with them, 1-7 MB.
-	t.Logf("the WAL's largest size: %d KiB", most>>10)
-	if most > 16<<20 {
-		t.Errorf("the WAL reached %d MB while 40 MB were written", most>>20)
 	}
 }
