@@ -53,6 +53,7 @@ func BenchmarkW1CreateRecord(b *testing.B) {
 		// One repo's commits are serialised; with more workers queued, its writes share
 		// transactions (group commit).
 		{"accounts=1/records=10k", 1, 10_000, 4},
+		{"accounts=1/records=10k", 1, 10_000, 6},
 		{"accounts=1/records=10k", 1, 10_000, 8},
 		{"accounts=1/records=10k", 1, 10_000, 16},
 		{"accounts=100", 100, 0, 32},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,4 +172,84 @@ func signingKeyOf(t *testing.T, n *Node, did string) atcrypto.PublicKey {
 		t.Fatal(err)
 	}
 	return pub
+}
+
+// TestConcurrentWritesShareVerifiableCommits sends createRecords to one account from many
+// clients at once, so that they queue behind the repo and share commits: every #commit on
+// the firehose verifies, each record is in exactly one of them, each response names a
+// commit the firehose carried, and the author feed shows every post.
+func TestConcurrentWritesShareVerifiableCommits(t *testing.T) {
+	t.Parallel()
+	n, base := testNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sess := createTestAccount(t, base, "busy.test")
+	did, access := sess["did"].(string), sess["accessJwt"].(string)
+	pub := signingKeyOf(t, n, did)
+
+	const clients, each = 16, 4
+	var mu sync.Mutex
+	answered := map[string]string{} // uri -> commit cid
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				status, out, _ := getJSON(t, "POST", base+"/xrpc/com.atproto.repo.createRecord",
+					fmt.Sprintf(`{"repo":%q,"collection":"app.bsky.feed.post","record":{"text":"client %d post %d","createdAt":"2026-11-25T12:00:00Z"}}`, did, c, i),
+					bearer(access))
+				if status != 200 {
+					t.Errorf("createRecord = %d %v", status, out)
+					return
+				}
+				commit, _ := out["commit"].(map[string]any)
+				mu.Lock()
+				answered[out["uri"].(string)] = fmt.Sprint(commit["cid"])
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(answered) != clients*each {
+		t.Fatalf("%d distinct records created, want %d", len(answered), clients*each)
+	}
+
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/xrpc/com.atproto.sync.subscribeRepos?cursor=0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(5 << 20)
+	inOps := map[string]int{}
+	commits := map[string]bool{}
+	for len(inOps) < clients*each {
+		ev := readFrames(t, ctx, conn, 1)[0]
+		if ev.Commit == nil || ev.Commit.Since == nil { // creation's events, genesis
+			continue
+		}
+		if _, err := indigorepo.VerifyCommitMessage(ctx, ev.Commit); err != nil {
+			t.Errorf("VerifyCommitMessage(seq %d, %d ops) = %v", ev.Seq, len(ev.Commit.Ops), err)
+		}
+		commit, _, err := indigorepo.LoadCommitFromCAR(ctx, strings.NewReader(string(ev.Commit.Blocks)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := commit.VerifySignature(pub); err != nil {
+			t.Errorf("seq %d signature: %v", ev.Seq, err)
+		}
+		commits[ev.Commit.Commit.String()] = true
+		for _, op := range ev.Commit.Ops {
+			inOps["at://"+did+"/"+op.Path]++
+		}
+	}
+	for uri, cid := range answered {
+		if inOps[uri] != 1 || !commits[cid] {
+			t.Errorf("%s: in %d firehose ops, commit %s carried: %v; want once, true", uri, inOps[uri], cid, commits[cid])
+		}
+	}
+	t.Logf("%d records in %d commits", len(answered), len(commits))
+
+	status, feed, _ := getJSON(t, "GET", base+"/xrpc/app.bsky.feed.getAuthorFeed?limit=100&actor="+did, "", bearer(access))
+	if items, _ := feed["feed"].([]any); status != 200 || len(items) != clients*each {
+		t.Errorf("getAuthorFeed = %d with %d items, want %d", status, len(items), clients*each)
+	}
 }
