@@ -36,6 +36,11 @@ const defaultReaders = 4
 // resets it: big enough that a busy file does not shrink and regrow it every time.
 const persistWALLimit = 8 << 20
 
+// backstopSkips is how many of its turns RunCheckpoints leaves out once the WAL is past
+// the backstop's threshold, so that the writer's own checkpoint does not find it busy
+// (see checkpointTurns.turn).
+const backstopSkips = 2
+
 // backstopCheckpointPages is the writer's automatic checkpoint threshold in WAL pages
 // while RunCheckpoints runs, at least: 64 MiB, seconds of a busy file's commits.
 const backstopCheckpointPages = 16384
@@ -445,12 +450,18 @@ func (db *DB) Checkpoint(ctx context.Context) error {
 // commit can proceed beside it; with SharedReader that is a connection kept for
 // checkpoints alone, opened on first use.
 func (db *DB) CheckpointPassive(ctx context.Context) error {
-	var busy, log, done int
-	err := db.readers.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
+	_, err := db.checkpointPassive(ctx)
+	return err
+}
+
+// checkpointPassive is CheckpointPassive, returning the WAL's size in frames.
+func (db *DB) checkpointPassive(ctx context.Context) (frames int, err error) {
+	var busy, done int
+	err = db.readers.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &done)
 	if err != nil {
-		return fmt.Errorf("checkpoint %s: %w", db.path, MapError(err))
+		return 0, fmt.Errorf("checkpoint %s: %w", db.path, MapError(err))
 	}
-	return nil
+	return frames, nil
 }
 
 // RunCheckpoints copies the WAL back into the database file in the background until ctx
@@ -475,18 +486,14 @@ func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var done uint64
+	turns := &checkpointTurns{db: db, backstop: max(usual, backstopCheckpointPages)}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		}
-		n := db.commits.Load()
-		if n == done {
-			continue
-		}
-		if err := db.CheckpointPassive(ctx); err != nil {
+		if _, err := turns.turn(ctx); err != nil {
 			if ctx.Err() != nil || db.closed.Load() {
 				return nil
 			}
@@ -494,8 +501,46 @@ func (db *DB) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 			db.writer.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", usual))
 			return err
 		}
-		done = n
 	}
+}
+
+// checkpointTurns is what RunCheckpoints keeps between its turns.
+type checkpointTurns struct {
+	db *DB
+	// backstop is the writer's automatic checkpoint threshold, in frames.
+	backstop int
+	// done is the commit count at the last checkpoint; skip is how many turns to leave out.
+	done uint64
+	skip int
+}
+
+// turn is one of RunCheckpoints' turns: a PASSIVE checkpoint if anything was committed
+// since the last one and no turn is to be left out. It reports whether it checkpointed.
+//
+// When the WAL is past the backstop's threshold, a writer is outrunning these checkpoints,
+// and the WAL starts again from its beginning only after a checkpoint has copied all of
+// it: one that runs while nothing is appended, such as the writer's own at that
+// threshold. That one gives up when it finds this one busy, which let the index's WAL
+// grow to 0.5 GB building the 200k-post index (and past 1 GB at 1M posts). So then the
+// next backstopSkips turns are left out.
+func (c *checkpointTurns) turn(ctx context.Context) (bool, error) {
+	n := c.db.commits.Load()
+	if n == c.done {
+		return false, nil
+	}
+	if c.skip > 0 {
+		c.skip--
+		return false, nil
+	}
+	frames, err := c.db.checkpointPassive(ctx)
+	if err != nil {
+		return true, err
+	}
+	if frames > c.backstop {
+		c.skip = backstopSkips
+	}
+	c.done = n
+	return true, nil
 }
 
 // Close closes every connection. Pending Write and Read calls finish first.

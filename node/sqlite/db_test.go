@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -510,5 +511,46 @@ func TestRunCheckpoints(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("RunCheckpoints = %v, want nil when ctx ends", err)
+	}
+}
+
+// TestCheckpointTurnsLeaveTheBackstopToTheWriter: once a checkpoint finds the WAL past the
+// backstop's threshold, the next backstopSkips turns with new commits do not checkpoint,
+// so the writer's own checkpoint at that threshold does not find one running.
+func TestCheckpointTurnsLeaveTheBackstopToTheWriter(t *testing.T) {
+	t.Parallel()
+	db := openTest(t, filepath.Join(t.TempDir(), "t.sqlite"), Options{Migrations: testMigrations()})
+	ctx := t.Context()
+	insert := func(i int) {
+		t.Helper()
+		if err := db.Write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES (?)`, fmt.Sprintf("%04d%03000d", i, 0))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	turns := &checkpointTurns{db: db, backstop: 60}
+	var ran []bool
+	for i := range 6 {
+		insert(i)
+		if i == 0 {
+			for j := range 100 { // past the backstop
+				insert(100 + j)
+			}
+		}
+		did, err := turns.turn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ran = append(ran, did)
+	}
+	did, _ := turns.turn(ctx)
+	ran = append(ran, did) // nothing new committed
+	// Skipped turns leave their commits to the next turn that runs; the WAL is small again
+	// by then, as those after it are.
+	want := []bool{true, false, false, true, true, true, false}
+	if !slices.Equal(ran, want) {
+		t.Errorf("turns checkpointed %v, want %v", ran, want)
 	}
 }
