@@ -196,20 +196,12 @@ func (k *knownActors) has(did string) bool {
 	return ok
 }
 
-// onlyGenesis says whether did's only indexed commit is its first, at rev.
-func (k *knownActors) onlyGenesis(did, rev string) bool {
+// genesisRev returns the rev of did's first commit while that is its only indexed one.
+func (k *knownActors) genesisRev(did string) (string, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	r, ok := k.genesis[did]
-	return ok && r == rev
-}
-
-// awaitingSync says whether did's only indexed commit is its first.
-func (k *knownActors) awaitingSync(did string) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	_, ok := k.genesis[did]
-	return ok
+	rev, ok := k.genesis[did]
+	return rev, ok
 }
 
 // add records what a committed transaction learnt.

@@ -194,10 +194,17 @@ func (ix *indexTx) event(ev *relay.Event, now time.Time) error {
 
 // onlyGenesis says whether the only commit of did indexed so far is its first, at rev.
 func (ix *indexTx) onlyGenesis(did, rev string) bool {
+	r, ok := ix.genesisRev(did)
+	return ok && r != "" && r == rev
+}
+
+// genesisRev is what this transaction, or else knownActors, knows of did's first commit:
+// its rev, or "" once a later commit was indexed in this transaction.
+func (ix *indexTx) genesisRev(did string) (string, bool) {
 	if r, ok := ix.t.genesis[did]; ok {
-		return r != "" && r == rev
+		return r, true
 	}
-	return ix.known.onlyGenesis(did, rev)
+	return ix.known.genesisRev(did)
 }
 
 // ensureActor makes sure did has an actors row. Most events come from accounts seen
@@ -282,8 +289,8 @@ func (ix *indexTx) commit(c *comatproto.SyncSubscribeRepos_Commit) error {
 	}
 	if c.Since == nil && c.PrevData == nil { // a repo's first commit
 		ix.t.genesis[did.String()] = c.Rev
-	} else if _, ok := ix.t.genesis[did.String()]; ok || ix.known.awaitingSync(did.String()) {
-		ix.t.genesis[did.String()] = ""
+	} else if _, ok := ix.genesisRev(did.String()); ok {
+		ix.t.genesis[did.String()] = "" // no longer only the first
 	}
 	var car *repo.CARFile
 	for _, op := range c.Ops {

@@ -371,6 +371,9 @@ func (a *actor) commitGroup(group []*writeRequest) (inline bool) {
 // which firehose consumers rely on to invert it), with at most MaxWrites writes in all.
 // It is 0 or at least 2.
 func sharedPrefix(group []*writeRequest) int {
+	if len(group) < 2 {
+		return 0
+	}
 	paths := map[string]struct{}{}
 	writes, n := 0, 0
 requests:
