@@ -320,7 +320,7 @@ func (a *AppView) apply(ctx context.Context, evs []*relay.Event) error {
 		if err := a.sizeWriterCache(ctx, tx); err != nil {
 			return err
 		}
-		ix := newIndexTx(ctx, a.db, tx, t, a.known, a.log)
+		ix := newIndexTx(ctx, a.db, tx, t, a.known, a.cfg.Hosted, a.log)
 		defer ix.close()
 		for _, ev := range evs {
 			if ev.Seq <= a.cursor.Load() {

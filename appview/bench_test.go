@@ -17,11 +17,13 @@ import (
 	"github.com/aerie-social/aerie/relay"
 )
 
-// openBenchIndex opens a fresh index in dir.
-func openBenchIndex(tb testing.TB, dir string) *AppView {
+// openBenchIndex opens a fresh index in dir, keeping notifications for the accounts
+// hosted reports (every account when nil).
+func openBenchIndex(tb testing.TB, dir string, hosted func(string) bool) *AppView {
 	tb.Helper()
 	cfg := DefaultConfig()
 	cfg.PublicURL = "https://pds.test"
+	cfg.Hosted = hosted
 	a, err := Open(context.Background(), filepath.Join(dir, "index.sqlite"), cfg, discardLog())
 	if err != nil {
 		tb.Fatalf("Open = %v", err)
@@ -68,9 +70,10 @@ func cpuTime() time.Duration {
 func BenchmarkIndexerIngest(b *testing.B) {
 	cfg := benchGenConfig()
 	cfg.posts = min(cfg.posts, 20_000)
-	evs := newGenerator(cfg).network()
+	g := newGenerator(cfg)
+	evs := g.network()
 	const batch = 1024
-	a := openBenchIndex(b, b.TempDir())
+	a := openBenchIndex(b, b.TempDir(), g.hosted())
 	defer func() { a.Close() }()
 	pos, events := 0, 0
 	// busy is the time spent in apply only: reopening a fresh index when the network
@@ -81,7 +84,7 @@ func BenchmarkIndexerIngest(b *testing.B) {
 		if pos >= len(evs) {
 			b.StopTimer()
 			a.Close()
-			a = openBenchIndex(b, b.TempDir())
+			a = openBenchIndex(b, b.TempDir(), g.hosted())
 			pos = 0
 			b.StartTimer()
 		}
@@ -108,7 +111,7 @@ func BenchmarkIndexOnePost(b *testing.B) {
 	cfg.posts = min(cfg.posts, 20_000)
 	g := newGenerator(cfg)
 	evs := g.network()
-	a := openBenchIndex(b, b.TempDir())
+	a := openBenchIndex(b, b.TempDir(), g.hosted())
 	defer func() { a.Close() }()
 	ingest(b, a, evs)
 	t := g.start.Add(31 * 24 * time.Hour)
@@ -144,7 +147,7 @@ func seededIndex(b *testing.B) (string, []string) {
 	dir := b.TempDir()
 	stamp := fmt.Sprintf("%+v\n", cfg)
 	if keep := os.Getenv(benchIndexDirEnv); keep != "" {
-		dir = filepath.Join(keep, fmt.Sprintf("users%d-posts%d-follows%d-seed%d", cfg.users, cfg.posts, cfg.follows, cfg.seed))
+		dir = filepath.Join(keep, fmt.Sprintf("users%d-posts%d-follows%d-hosted%d-seed%d", cfg.users, cfg.posts, cfg.follows, cfg.hostedPercent, cfg.seed))
 		if got, err := os.ReadFile(filepath.Join(dir, "seeded")); err == nil && string(got) == stamp {
 			b.Logf("reusing the seeded index in %s", dir)
 			return dir, g.dids
@@ -157,7 +160,7 @@ func seededIndex(b *testing.B) (string, []string) {
 		}
 	}
 	evs := g.network()
-	a := openBenchIndex(b, dir)
+	a := openBenchIndex(b, dir, g.hosted())
 	start := time.Now()
 	ingest(b, a, evs)
 	elapsed := time.Since(start)
@@ -216,7 +219,7 @@ func BenchmarkGetTimeline(b *testing.B) {
 	viewers := dids[:min(len(dids), 200)]
 
 	// Cold: a reopened index, each viewer's first request.
-	a := openBenchIndex(b, dir)
+	a := openBenchIndex(b, dir, nil)
 	h := timelineHandler(a)
 	var cold []time.Duration
 	for _, v := range viewers {

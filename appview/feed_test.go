@@ -12,7 +12,7 @@ import (
 func TestMergeFeedsMatchesFullSort(t *testing.T) {
 	t.Parallel()
 	g := newGenerator(genConfig{users: 40, posts: 1500, follows: 12, seed: 3})
-	a := openBenchIndex(t, t.TempDir())
+	a := openBenchIndex(t, t.TempDir(), nil)
 	defer a.Close()
 	ingest(t, a, g.network())
 	for _, viewer := range g.dids[:8] {

@@ -23,7 +23,11 @@ import (
 // AERIE_BENCH_FOLLOWS=200.
 type genConfig struct {
 	users, posts, follows int
-	seed                  uint64
+	// hostedPercent of the accounts (AERIE_BENCH_HOSTED, default 10) are hosted on the
+	// node whose index the benchmarks build, and get notifications: a community instance
+	// indexes its members' neighbourhood, most of it hosted elsewhere.
+	hostedPercent int
+	seed          uint64
 }
 
 func benchGenConfig() genConfig {
@@ -37,7 +41,9 @@ func benchGenConfig() genConfig {
 		users:   env("AERIE_BENCH_USERS", 1000),
 		posts:   env("AERIE_BENCH_POSTS", 50_000),
 		follows: env("AERIE_BENCH_FOLLOWS", 50),
-		seed:    1,
+		// 100 hosts them all; env ignores 0, so "none" is not a choice.
+		hostedPercent: min(env("AERIE_BENCH_HOSTED", 10), 100),
+		seed:          1,
 	}
 }
 
@@ -64,6 +70,16 @@ func newGenerator(cfg genConfig) *generator {
 		g.dids = append(g.dids, fmt.Sprintf("did:plc:bench%019d", i))
 	}
 	return g
+}
+
+// hosted is Config.Hosted for the network: its first cfg.hostedPercent accounts.
+func (g *generator) hosted() func(string) bool {
+	n := len(g.dids) * g.cfg.hostedPercent / 100
+	set := make(map[string]bool, n)
+	for _, did := range g.dids[:n] {
+		set[did] = true
+	}
+	return func(did string) bool { return set[did] }
 }
 
 // event stamps ev with the next seq and time t.

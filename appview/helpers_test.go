@@ -41,6 +41,8 @@ type testNet struct {
 	// feedgens maps feed service DIDs to their servers' base URLs: the DID resolution the
 	// node does for FeedMethods.
 	feedgens map[syntax.DID]string
+	// hosted, when set, is the accounts Config.Hosted reports as hosted; nil hosts every one.
+	hosted map[syntax.DID]bool
 
 	srv *httptest.Server
 }
@@ -88,6 +90,11 @@ func (n *testNet) startAV() {
 	cfg := DefaultConfig()
 	cfg.PublicURL = "https://pds.test"
 	cfg.WaitTimeout = 10 * time.Second
+	cfg.Hosted = func(did string) bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.hosted == nil || n.hosted[syntax.DID(did)]
+	}
 	av, err := Open(context.Background(), filepath.Join(n.dir, "index.sqlite"), cfg, discardLog())
 	if err != nil {
 		n.t.Fatalf("appview.Open = %v", err)

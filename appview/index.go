@@ -40,7 +40,9 @@ type indexTx struct {
 	t     *touched
 	log   *slog.Logger
 	known *knownActors
-	stmts map[string]*sql.Stmt
+	// hosted reports whether notifications are kept for an account (Config.Hosted).
+	hosted func(did string) bool
+	stmts  map[string]*sql.Stmt
 	// at is the time the current event was sequenced: the indexedAt of what it creates, so
 	// a replay after a crash gives the same values.
 	at time.Time
@@ -92,8 +94,9 @@ func (ix *indexTx) currentJSON() (string, error) {
 }
 
 // newIndexTx returns an indexTx over tx, which must come from db.Write.
-func newIndexTx(ctx context.Context, db *sqlite.DB, tx *sql.Tx, t *touched, known *knownActors, log *slog.Logger) *indexTx {
-	return &indexTx{ctx: ctx, db: db, tx: tx, t: t, known: known, log: log, stmts: map[string]*sql.Stmt{}}
+// hosted is Config.Hosted.
+func newIndexTx(ctx context.Context, db *sqlite.DB, tx *sql.Tx, t *touched, known *knownActors, hosted func(string) bool, log *slog.Logger) *indexTx {
+	return &indexTx{ctx: ctx, db: db, tx: tx, t: t, known: known, hosted: hosted, log: log, stmts: map[string]*sql.Stmt{}}
 }
 
 func (ix *indexTx) close() {
@@ -550,9 +553,9 @@ func (ix *indexTx) strings(q string, args ...any) ([]string, error) {
 }
 
 // notify records one notification; a second one for the same recipient and record is
-// ignored, and nobody is notified of their own actions.
+// ignored, nobody is notified of their own actions, and only hosted accounts are notified.
 func (ix *indexTx) notify(recipient, author, reason, reasonSubject, uri, cid string) error {
-	if recipient == "" || recipient == author {
+	if recipient == "" || recipient == author || (ix.hosted != nil && !ix.hosted(recipient)) {
 		return nil
 	}
 	js := "" // a plain record: listNotifications rebuilds it from its row

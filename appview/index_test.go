@@ -79,7 +79,7 @@ func TestReplayNeverDoubleCounts(t *testing.T) {
 	// index commit and the cursor write would (it cannot, they share a transaction) or a
 	// duplicate delivery from another host.
 	err := av.db.Write(context.Background(), func(tx *sql.Tx) error {
-		ix := newIndexTx(context.Background(), av.db, tx, newTouched(), newKnownActors(), discardLog())
+		ix := newIndexTx(context.Background(), av.db, tx, newTouched(), newKnownActors(), nil, discardLog())
 		defer ix.close()
 		for _, ev := range evs {
 			if err := ix.event(ev, av.now()); err != nil {
@@ -332,7 +332,7 @@ func TestSearchRowsFollowBatchedPosts(t *testing.T) {
 	n.sync()
 
 	// The whole log in one transaction, into a fresh index.
-	fresh := openBenchIndex(t, t.TempDir())
+	fresh := openBenchIndex(t, t.TempDir(), nil)
 	defer fresh.Close()
 	if err := fresh.apply(context.Background(), n.allEvents()); err != nil {
 		t.Fatalf("apply = %v", err)

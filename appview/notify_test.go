@@ -65,3 +65,42 @@ func TestNotificationRecords(t *testing.T) {
 		t.Errorf("no notification for %d records: %v", len(values), values)
 	}
 }
+
+// TestNotificationsOnlyForHostedAccounts checks that the index keeps notifications for the
+// accounts Config.Hosted names and for no other, from the moment an account is hosted.
+func TestNotificationsOnlyForHostedAccounts(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	home, away, fan := n.account("home"), n.account("away"), n.account("fan")
+	n.mu.Lock()
+	n.hosted = map[syntax.DID]bool{home: true}
+	n.mu.Unlock()
+	count := func(viewer syntax.DID) int {
+		var out map[string]any
+		n.get(viewer, "app.bsky.notification.listNotifications", nil, &out)
+		list, _ := out["notifications"].([]any)
+		return len(list)
+	}
+	for _, did := range []syntax.DID{home, away} {
+		p := n.post(did, "post")
+		n.like(fan, p)
+		n.follow(fan, did)
+		n.reply(fan, "reply", p, p)
+	}
+	n.sync()
+	if got := count(home); got != 3 {
+		t.Errorf("hosted account has %d notifications, want 3 (like, follow, reply)", got)
+	}
+	if got := count(away); got != 0 {
+		t.Errorf("account hosted elsewhere has %d notifications, want 0", got)
+	}
+
+	n.mu.Lock()
+	n.hosted[away] = true
+	n.mu.Unlock()
+	n.like(fan, n.post(away, "after moving in"))
+	n.sync()
+	if got := count(away); got != 1 {
+		t.Errorf("account hosted since has %d notifications, want 1", got)
+	}
+}

@@ -31,7 +31,7 @@ func (a *AppView) Reindex(ctx context.Context, did syntax.DID, records iter.Seq2
 	t := newTouched()
 	now := a.now()
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
-		ix := newIndexTx(ctx, a.db, tx, t, a.known, a.log)
+		ix := newIndexTx(ctx, a.db, tx, t, a.known, a.cfg.Hosted, a.log)
 		defer ix.close()
 		ix.at = now
 		d := did.String()

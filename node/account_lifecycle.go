@@ -172,6 +172,7 @@ func (n *Node) deleteAccount(ctx context.Context, did string) error {
 	if err != nil {
 		return fmt.Errorf("delete account %s: %w", did, err)
 	}
+	n.hosted.remove(did)
 	if err := n.repos.Delete(ctx, syntax.DID(did)); err != nil {
 		return fmt.Errorf("delete repo %s: %w", did, err)
 	}

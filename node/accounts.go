@@ -107,6 +107,53 @@ func (n *Node) accountByDID(ctx context.Context, did string) (*account, error) {
 	return &a, nil
 }
 
+// hostedDIDs is the set of accounts hosted here, kept in memory for the indexer, which
+// asks about the recipient of every like, follow, reply and mention it indexes
+// (appview.Config.Hosted). It is loaded at startup and follows account creation and
+// deletion; a DID left in it by a creation that failed only keeps some notifications.
+type hostedDIDs struct {
+	mu   sync.RWMutex
+	dids map[string]struct{}
+}
+
+// load fills the set with every account hosted here.
+func (h *hostedDIDs) load(ctx context.Context, n *Node) error {
+	dids := map[string]struct{}{}
+	for did, err := range n.localDIDs(ctx) {
+		if err != nil {
+			return fmt.Errorf("list hosted accounts: %w", err)
+		}
+		dids[did.String()] = struct{}{}
+	}
+	h.mu.Lock()
+	h.dids = dids
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *hostedDIDs) add(did string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dids == nil {
+		h.dids = map[string]struct{}{}
+	}
+	h.dids[did] = struct{}{}
+}
+
+func (h *hostedDIDs) remove(did string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.dids, did)
+}
+
+// has reports whether did is hosted here.
+func (h *hostedDIDs) has(did string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, ok := h.dids[did]
+	return ok
+}
+
 // accountRows keeps the account rows accountByDID read, each with the service database's
 // commit count from before its query: while the count stays the same, the row is current.
 // Any write forgets them all, which is rare next to the reads (a session, a handle

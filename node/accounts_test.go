@@ -42,3 +42,32 @@ func TestAccountRowsFollowWrites(t *testing.T) {
 		t.Errorf("a caller's change reached the kept row")
 	}
 }
+
+// TestHostedDIDsFollowAccounts checks the hosted set the indexer asks before keeping a
+// notification: it has an account from its creation, after a restart, and not after its
+// deletion.
+func TestHostedDIDsFollowAccounts(t *testing.T) {
+	t.Parallel()
+	n, base := testNode(t)
+	did := createTestAccount(t, base, "hosted.test")["did"].(string)
+	if !n.hosted.has(did) {
+		t.Fatal("a new account is not in the hosted set")
+	}
+	if n.hosted.has("did:plc:elsewhere0000000000000000") {
+		t.Fatal("an account hosted elsewhere is in the hosted set")
+	}
+	ctx := context.Background()
+	var reloaded hostedDIDs
+	if err := reloaded.load(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if !reloaded.has(did) {
+		t.Error("the hosted set loaded at startup lacks the account")
+	}
+	if err := n.deleteAccount(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	if n.hosted.has(did) {
+		t.Error("a deleted account is still in the hosted set")
+	}
+}

@@ -214,6 +214,7 @@ func (n *Node) establishAccount(ctx context.Context, acct *account, key atcrypto
 		n.repos.Delete(context.WithoutCancel(ctx), did)
 		return err
 	}
+	n.hosted.add(acct.DID)
 	// The account exists from here on; events tell the network.
 	evCtx := context.WithoutCancel(ctx)
 	if err := n.emit(evCtx, relay.NewIdentity(did, syntax.Handle(acct.Handle))); err != nil {

@@ -1,12 +1,14 @@
 package node
 
 import (
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,6 +164,16 @@ func TestTwoNodesFederate(t *testing.T) {
 		}
 		return reasons["like"] && reasons["reply"]
 	})
+	// A indexed the like and reply too, but keeps notifications only for its own accounts.
+	index, err := sql.Open("sqlite", "file:"+filepath.Join(a.cfg.DataDir, "index.sqlite")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer index.Close()
+	var kept int
+	if err := index.QueryRow("SELECT count(*) FROM notifications WHERE recipient = ?", bobDID).Scan(&kept); err != nil || kept != 0 {
+		t.Errorf("A's index holds %d notifications for bob, hosted on B (err %v); want 0", kept, err)
+	}
 
 	// bob deletes the post on B: it leaves A's index too.
 	rkey := secondURI[strings.LastIndex(secondURI, "/")+1:]

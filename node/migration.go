@@ -66,6 +66,7 @@ func (n *Node) createMigratingAccount(ctx context.Context, r *http.Request, in n
 	if err := n.db.Write(ctx, func(tx *sql.Tx) error { return insertAccount(ctx, tx, acct) }); err != nil {
 		return nil, err
 	}
+	n.hosted.add(acct.DID)
 	n.log.InfoContext(ctx, "migrating account created, deactivated until activation", "did", acct.DID, "handle", acct.Handle)
 	return acct, nil
 }

@@ -38,6 +38,7 @@ type Node struct {
 	lock     *os.File
 	db       *sqlite.DB
 	accounts accountRows
+	hosted   hostedDIDs
 	tokens   *tokenIssuer
 	limiter  *rateLimiter
 	mail     *mailer
@@ -131,6 +132,10 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (_ *
 	avCfg := cfg.AppView
 	avCfg.PublicURL = n.PublicURL()
 	avCfg.Synchronous = cfg.DB.Synchronous
+	if err := n.hosted.load(ctx, n); err != nil {
+		return nil, err
+	}
+	avCfg.Hosted = n.hosted.has
 	if n.appview, err = appview.Open(ctx, filepath.Join(cfg.DataDir, "index.sqlite"), avCfg, log); err != nil {
 		return nil, err
 	}
