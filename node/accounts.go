@@ -131,12 +131,10 @@ func (h *hostedDIDs) load(ctx context.Context, n *Node) error {
 	return nil
 }
 
+// add puts did in the set; New has loaded it before any account can be created.
 func (h *hostedDIDs) add(did string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.dids == nil {
-		h.dids = map[string]struct{}{}
-	}
 	h.dids[did] = struct{}{}
 }
 
