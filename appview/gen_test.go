@@ -149,31 +149,60 @@ func (g *generator) network() []*relay.Event {
 	step := 30 * 24 * time.Hour / time.Duration(g.cfg.posts)
 	for i := range g.cfg.posts {
 		t = t.Add(step)
-		did := g.dids[g.rng.IntN(len(g.dids))]
-		value := map[string]any{"text": fmt.Sprintf("post %d about topic%d", i, g.rng.IntN(100)), "langs": []any{"en"}}
-		if len(g.posts) > 0 {
-			switch x := g.rng.IntN(10); {
-			case x < 2:
-				parent := g.recent()
-				value["reply"] = map[string]any{"root": sr(parent), "parent": sr(parent)}
-			case x < 3:
-				value["embed"] = map[string]any{"$type": "app.bsky.embed.record", "record": sr(g.recent())}
-			}
-		}
-		ev, p := g.commit(did, colPost, value, t)
-		evs = append(evs, ev)
-		g.posts = append(g.posts, p)
-		// About one like per post and a repost every fifth.
-		for range g.rng.IntN(3) {
-			ev, _ := g.commit(g.dids[g.zipf.Uint64()], colLike, map[string]any{"subject": sr(g.recent())}, t)
-			evs = append(evs, ev)
-		}
-		if g.rng.IntN(5) == 0 {
-			ev, _ := g.commit(g.dids[g.rng.IntN(len(g.dids))], colRepost, map[string]any{"subject": sr(g.recent())}, t)
-			evs = append(evs, ev)
-		}
+		evs = g.post(evs, i, t)
 	}
 	return evs
+}
+
+// post appends to evs the events of the network's i-th post, at t: the post (a reply or
+// a quote now and then), about one like of a recent post and a repost every fifth.
+func (g *generator) post(evs []*relay.Event, i int, t time.Time) []*relay.Event {
+	did := g.dids[g.rng.IntN(len(g.dids))]
+	value := map[string]any{"text": fmt.Sprintf("post %d about topic%d", i, g.rng.IntN(100)), "langs": []any{"en"}}
+	if len(g.posts) > 0 {
+		switch x := g.rng.IntN(10); {
+		case x < 2:
+			parent := g.recent()
+			value["reply"] = map[string]any{"root": sr(parent), "parent": sr(parent)}
+		case x < 3:
+			value["embed"] = map[string]any{"$type": "app.bsky.embed.record", "record": sr(g.recent())}
+		}
+	}
+	ev, p := g.commit(did, colPost, value, t)
+	evs = append(evs, ev)
+	g.posts = append(g.posts, p)
+	for range g.rng.IntN(3) {
+		ev, _ := g.commit(g.dids[g.zipf.Uint64()], colLike, map[string]any{"subject": sr(g.recent())}, t)
+		evs = append(evs, ev)
+	}
+	if g.rng.IntN(5) == 0 {
+		ev, _ := g.commit(g.dids[g.rng.IntN(len(g.dids))], colRepost, map[string]any{"subject": sr(g.recent())}, t)
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// more returns n further events of a network whose first cfg.posts posts are indexed
+// already (seeded), from seq after on: posts, likes and reposts as network makes them, and
+// two new follows per post, so the mix of kinds stays the network's. Its own first posts
+// have nothing recent to reply to, quote, like or repost but posts of its own.
+func (g *generator) more(n int, after int64) []*relay.Event {
+	g.seq = after
+	t := g.start.Add(31 * 24 * time.Hour)
+	step := 30 * 24 * time.Hour / time.Duration(g.cfg.posts)
+	var evs []*relay.Event
+	for i := g.cfg.posts; len(evs) < n; i++ {
+		t = t.Add(step)
+		evs = g.post(evs, i, t)
+		for range 2 {
+			author, subject := g.dids[g.rng.IntN(len(g.dids))], g.dids[g.zipf.Uint64()]
+			if author != subject {
+				ev, _ := g.commit(author, colFollow, map[string]any{"subject": subject}, t)
+				evs = append(evs, ev)
+			}
+		}
+	}
+	return evs[:n]
 }
 
 // recent returns one of the last 1000 posts.
