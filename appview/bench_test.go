@@ -108,8 +108,7 @@ func BenchmarkIndexerIngest(b *testing.B) {
 // a copy of the seeded index, in batches as Run applies them. An index that starts empty,
 // as in BenchmarkIndexerIngest and seeding, is faster to write than a big one whose
 // B-trees no longer fit in the page cache. seededWarmBatches are applied first, untimed,
-// as a running node has its caches filled. Each op is one batch of 1024 events; use
-// -benchtime Nx, as each run copies the index.
+// as a running node has its caches filled. Each op is one batch of 1024 events.
 func BenchmarkIndexerIngestSeeded(b *testing.B) {
 	src, _ := seededIndex(b)
 	dir := b.TempDir()
@@ -120,21 +119,24 @@ func BenchmarkIndexerIngestSeeded(b *testing.B) {
 	a := openBenchIndex(b, dir, g.hosted())
 	defer func() { a.Close() }()
 	const batch = 1024
-	evs := g.more(batch*(seededWarmBatches+b.N), a.cursor.Load())
-	ingest(b, a, evs[:batch*seededWarmBatches])
-	evs = evs[batch*seededWarmBatches:]
+	g.seq = a.cursor.Load()
+	ingest(b, a, g.more(batch*seededWarmBatches))
 	var busy, cpu time.Duration
-	b.ResetTimer()
-	for i := range b.N {
+	events := 0
+	for b.Loop() {
+		b.StopTimer()
+		evs := g.more(batch)
+		b.StartTimer()
 		start, cpu0 := time.Now(), cpuTime()
-		if err := a.apply(context.Background(), evs[i*batch:(i+1)*batch]); err != nil {
+		if err := a.apply(context.Background(), evs); err != nil {
 			b.Fatal(err)
 		}
 		busy += time.Since(start)
 		cpu += cpuTime() - cpu0
+		events += len(evs)
 	}
-	b.ReportMetric(float64(len(evs))/busy.Seconds(), "events/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(len(evs)), "cpu-µs/event")
+	b.ReportMetric(float64(events)/busy.Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(events), "cpu-µs/event")
 }
 
 // seededWarmBatches is how many batches BenchmarkIndexerIngestSeeded applies before it

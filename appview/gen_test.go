@@ -60,6 +60,11 @@ type generator struct {
 	rev   int64
 	dids  []string
 	posts []ref
+	// more's state: the time and number of its last post, and events made but not yet
+	// returned.
+	moreAt  time.Time
+	moreI   int
+	pending []*relay.Event
 }
 
 func newGenerator(cfg genConfig) *generator {
@@ -182,27 +187,31 @@ func (g *generator) post(evs []*relay.Event, i int, t time.Time) []*relay.Event 
 	return evs
 }
 
-// more returns n further events of a network whose first cfg.posts posts are indexed
-// already (seeded), from seq after on: posts, likes and reposts as network makes them, and
-// two new follows per post, so the mix of kinds stays the network's. Its own first posts
-// have nothing recent to reply to, quote, like or repost but posts of its own.
-func (g *generator) more(n int, after int64) []*relay.Event {
-	g.seq = after
-	t := g.start.Add(31 * 24 * time.Hour)
+// more returns the next n events of a network whose first cfg.posts posts are indexed
+// already (seeded): posts, likes and reposts as network makes them, and two new follows
+// per post, so the mix of kinds stays the network's. Set seq to the index's cursor before
+// the first call. Its own first posts have nothing recent to reply to, quote, like or
+// repost but posts of its own.
+func (g *generator) more(n int) []*relay.Event {
+	if g.moreAt.IsZero() {
+		g.moreAt, g.moreI = g.start.Add(31*24*time.Hour), g.cfg.posts
+	}
 	step := 30 * 24 * time.Hour / time.Duration(g.cfg.posts)
-	var evs []*relay.Event
-	for i := g.cfg.posts; len(evs) < n; i++ {
-		t = t.Add(step)
-		evs = g.post(evs, i, t)
+	for len(g.pending) < n {
+		g.moreAt = g.moreAt.Add(step)
+		g.pending = g.post(g.pending, g.moreI, g.moreAt)
+		g.moreI++
 		for range 2 {
 			author, subject := g.dids[g.rng.IntN(len(g.dids))], g.dids[g.zipf.Uint64()]
 			if author != subject {
-				ev, _ := g.commit(author, colFollow, map[string]any{"subject": subject}, t)
-				evs = append(evs, ev)
+				ev, _ := g.commit(author, colFollow, map[string]any{"subject": subject}, g.moreAt)
+				g.pending = append(g.pending, ev)
 			}
 		}
 	}
-	return evs[:n]
+	evs := g.pending[:n:n]
+	g.pending = g.pending[n:]
+	return evs
 }
 
 // recent returns one of the last 1000 posts.
